@@ -1,0 +1,47 @@
+"""OmegaConf resolvers used by conf/: where the project lives and what a run folder is called."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def project_root() -> str:
+    """The checkout that holds conf/ (editable install), else the working directory."""
+    root = Path(__file__).resolve().parent.parent
+    return str(root if (root / "conf").is_dir() else Path.cwd())
+
+
+def run_id() -> str:
+    """A run-folder name that every rank agrees on and a requeued job gets again.
+
+    SLURM keeps SLURM_JOB_ID across a requeue; torchrun/accelerate give every rank the same
+    TORCHELASTIC_RUN_ID. Elsewhere a timestamp is taken once per process.
+    """
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{os.environ['SLURM_JOB_ID']}" + (f"-{array}" if array else "")
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID")
+    if elastic and elastic != "none":
+        return f"elastic-{elastic}"
+    return _STARTED
+
+
+def is_main_rank() -> bool:
+    """True on the process that writes files; read from the launcher's environment, before any Accelerator."""
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+_STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
+
+for _name, _fn in {
+    "cellexp.project_root": project_root,
+    "cellexp.run_id": run_id,
+    # Hydra writes .hydra/ on every rank; only the main rank should.
+    "cellexp.main_rank_only": lambda value: value if is_main_rank() else None,
+}.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)

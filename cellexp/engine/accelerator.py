@@ -1,0 +1,31 @@
+"""One Accelerator per run, configured from `cfg.trainer`, with bad precision choices caught early."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from omegaconf import DictConfig
+
+from cellexp.errors import ConfigError
+
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def make_accelerator(trainer_cfg: DictConfig) -> Accelerator:
+    """A fresh Accelerator; state left by an earlier job of an in-process sweep is cleared first."""
+    precision = str(trainer_cfg.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    use_cpu = bool(trainer_cfg.cpu) or not torch.cuda.is_available()
+    if precision == "fp16" and use_cpu:
+        raise ConfigError("trainer.precision=fp16 needs a GPU; on CPU use trainer.precision=bf16 or no")
+    if not torch.distributed.is_initialized():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=precision,
+        gradient_accumulation_steps=int(trainer_cfg.grad_accum_steps),
+        dynamo_backend="inductor" if trainer_cfg.compile else "no",
+    )

@@ -1,0 +1,25 @@
+"""Backbone plus head, with the embedding exposed for profiling and explanation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CellClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_classifier(backbone_factory, head_factory, in_chans: int, image_size: int, num_classes: int) -> CellClassifier:
+    """Instantiate the configured backbone, then a head that fits its embedding size."""
+    backbone = backbone_factory(in_chans=in_chans, image_size=image_size)
+    head = head_factory(in_features=backbone.num_features, num_classes=num_classes)
+    return CellClassifier(backbone, head)

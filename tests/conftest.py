@@ -1,0 +1,67 @@
+"""Shared fixtures: configs composed like train.py does, written under pytest's tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import cellexp  # noqa: F401  (registers resolvers)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+# A tiny but learnable setup: test models, small crops, a small synthetic dataset.
+TINY = [
+    "backbone=test_resnet",
+    "dataset.generate.images_per_line={train:3,val:1,test:1}",
+    "dataset.crop_size=48",
+    "dataset.image_size=32",
+    "trainer.batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer.cpu=true",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data folder for the session, so the synthetic dataset and crop store are built once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
+    """Compose conf/ with overrides; the run folder is tmp_path/<run_name>, MLflow a session sqlite store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def make(overrides: list[str] = (), run_name: str = "run", tiny: bool = True) -> DictConfig:
+        run_dir = tmp_path / run_name
+        base = [
+            f"paths.data_dir={data_dir}",
+            f"logger.tracking_uri={mlflow_uri}",
+            f"logger.artifact_location=file://{tmp_path / 'mlartifacts'}",
+            f"logger.experiment_name=test-{os.environ.get('PYTEST_CURRENT_TEST', 'x').split(' ')[0].rsplit('::', 1)[-1]}",
+        ]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[*base, *(TINY if tiny else []), *overrides], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.hydra.job.num = 0
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as in a real run: the task sees Hydra's settings through HydraConfig only
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()

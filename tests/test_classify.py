@@ -1,0 +1,75 @@
+"""task=classify end to end on the tiny synthetic setup: learning, MLflow, evaluation, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import cellexp
+
+pytestmark = pytest.mark.slow
+
+
+def _run_and_client(cfg):
+    objective = cellexp.run(cfg)
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    return objective, client, runs
+
+
+def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path):
+    cfg = make_cfg(["trainer.max_epochs=4"])
+    objective, client, runs = _run_and_client(cfg)
+    assert len(runs) == 1
+    run = runs[0]
+    metrics = run.data.metrics
+    assert metrics["test/balanced_accuracy"] >= 0.4, metrics  # chance is 0.125 on 8 classes
+    history = client.get_metric_history(run.info.run_id, "val/balanced_accuracy")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert objective == pytest.approx(max(m.value for m in history))
+    for key in ("train/loss", "train/lr", "train/images_per_s", "val/macro_f1", "val/auroc", "test/weighted_f1",
+                "test/recall/SKOV3", "data/train_crops"):
+        assert key in metrics, key
+    assert run.data.params["optim.optimizer.lr"] == "0.001"
+    assert run.data.params["backbone.model_name"] == "test_resnet"
+    assert {run.data.tags[k] for k in ("dataset", "backbone", "head", "task")} == {"synthetic", "test_resnet", "linear", "classify"}
+    assert "git_commit" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "test", "checkpoints", "data"} <= artifacts
+    test_files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
+    assert test_files == {"test/confusion_matrix.png", "test/confusion_matrix.csv", "test/predictions.csv"}
+    run_dir = tmp_path / "run"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["backbone"]["model_name"] == "test_resnet" and saved["paths"]["output_dir"] == str(run_dir)
+    with open(run_dir / "test" / "confusion_matrix.csv") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 9 and sum(int(x) for row in rows[1:] for x in row[1:]) == int(metrics["data/test_crops"])
+    assert (run_dir / "test" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run_dir / "checkpoints" / "best" / "meta.json").read_text())["epoch"] == history[
+        max(range(4), key=lambda i: history[i].value)].step
+
+
+def test_same_seed_same_metrics_and_eval_by_mlflow_run_id(make_cfg, tmp_path):
+    first, _, _ = _run_and_client(make_cfg(run_name="a"))
+    second, _, runs = _run_and_client(make_cfg(run_name="b"))
+    assert first == second
+    by_dir = {Path(r.data.tags["run_dir"]).name: r for r in runs}
+    a, b = by_dir["a"], by_dir["b"]
+    assert a.data.metrics["test/loss"] == b.data.metrics["test/loss"]
+    shutil.rmtree(tmp_path / "a")  # the checkpoint must now come from MLflow's artifact store
+    evaluated, _, runs = _run_and_client(make_cfg(["task.fit=false", f"ckpt={a.info.run_id}"], run_name="eval"))
+    assert evaluated == pytest.approx(a.data.metrics["test/balanced_accuracy"])
+    assert len(runs) == 3
+    with open(tmp_path / "eval" / "test" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == int(a.data.metrics["data/test_crops"])
+    assert {"index", "annotation_id", "true", "predicted", "p_A172"} <= set(rows[0])
