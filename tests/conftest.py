@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ TINY = [
 ]
 
 
+def _test_name() -> str:
+    """An MLflow experiment per test, so that tests can count their own runs."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0].rsplit("::", 1)[-1]
+    return re.sub(r"[^\w-]", "_", current)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder for the session, so the synthetic dataset and crop store are built once."""
@@ -48,9 +55,9 @@ def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
         run_dir = tmp_path / run_name
         base = [
             f"paths.data_dir={data_dir}",
-            f"logger.tracking_uri={mlflow_uri}",
-            f"logger.artifact_location=file://{tmp_path / 'mlartifacts'}",
-            f"logger.experiment_name=test-{os.environ.get('PYTEST_CURRENT_TEST', 'x').split(' ')[0].rsplit('::', 1)[-1]}",
+            f"++logger.tracking_uri={mlflow_uri}",
+            f"++logger.artifact_location=file://{tmp_path / 'mlartifacts'}",
+            f"++logger.experiment_name={_test_name()}",
         ]
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

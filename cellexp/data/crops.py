@@ -45,7 +45,7 @@ def cut_cell(image: np.ndarray, polygons: list[list[float]], bbox: list[float], 
     box = cell_box(bbox, *image.shape)
     mask = cell_mask(polygons, box)
     x0, y0, x1, y1 = box
-    crop = image[y0:y1, x0:x1] * mask
     squared_mask = square_fit(mask * 255, size, Image.Resampling.NEAREST) > 127
-    squared = square_fit(crop, size, Image.Resampling.BILINEAR) * squared_mask
+    # Resize the raw box, then mask: resizing a masked crop would smear black into the cell's rim.
+    squared = square_fit(image[y0:y1, x0:x1], size, Image.Resampling.BILINEAR) * squared_mask
     return squared.astype(np.uint8), squared_mask.astype(np.uint8)

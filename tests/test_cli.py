@@ -1,0 +1,36 @@
+"""train.py from the command line: bad input gets one clear message naming it, not a library traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def train(*overrides: str, tmp_path) -> subprocess.CompletedProcess:
+    args = [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}",
+            "logger=none", *overrides]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path):
+    result = train("backbone=resnet1800", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'backbone/resnet1800'" in result.stderr
+    assert "resnet18" in result.stderr and "efficientnetv2_m" in result.stderr
+
+
+def test_missing_dataset_folder_is_named(tmp_path):
+    missing = tmp_path / "no" / "LIVECell"
+    result = train("dataset=livecell", f"dataset.root={missing}", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert f"dataset folder {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
+    result = train("trainer.precision=fp16", "trainer.cpu=true", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "trainer.precision=fp16 needs a GPU" in result.stderr
+    assert "Traceback" not in result.stderr
