@@ -18,16 +18,34 @@ def project_root() -> str:
 def run_id() -> str:
     """A run-folder name that every rank agrees on and a requeued job gets again.
 
-    SLURM keeps SLURM_JOB_ID across a requeue; torchrun/accelerate give every rank the same
-    TORCHELASTIC_RUN_ID. Elsewhere a timestamp is taken once per process.
+    SLURM keeps SLURM_JOB_ID across a requeue; a rendezvous id names a multi-node torchrun job.
+    Local ranks of a standalone launch (accelerate launch, torchrun) share their launcher process,
+    whose start time they all read; a single process takes its own start time.
     """
     if os.environ.get("SLURM_JOB_ID"):
         array = os.environ.get("SLURM_ARRAY_TASK_ID")
         return f"slurm-{os.environ['SLURM_JOB_ID']}" + (f"-{array}" if array else "")
-    elastic = os.environ.get("TORCHELASTIC_RUN_ID")
-    if elastic and elastic != "none":
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if elastic != "none":
         return f"elastic-{elastic}"
-    return _STARTED
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _timestamp(_launcher_start_time())
+    return _timestamp(_STARTED)
+
+
+def _launcher_start_time() -> float:
+    """Start time of the parent process, from /proc (Linux); elsewhere the parent's pid keeps ranks together."""
+    try:
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, StopIteration):
+        return float(os.getppid())
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, counted after the command name
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(seconds))
 
 
 def is_main_rank() -> bool:
@@ -35,7 +53,7 @@ def is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
-_STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
+_STARTED = time.time()
 
 for _name, _fn in {
     "cellexp.project_root": project_root,

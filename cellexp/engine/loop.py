@@ -132,10 +132,7 @@ class Trainer:
         epoch = self.state.epoch
         train_dl.set_epoch(epoch)
         skip = self.state.step_in_epoch
-        if self._torch_rng_to_restore is not None:
-            torch.set_rng_state(self._torch_rng_to_restore)
-            self._torch_rng_to_restore = None
-        else:
+        if self._torch_rng_to_restore is None:
             set_seed(self.seed + epoch, device_specific=True)
         batches = self.acc.skip_first_batches(train_dl, skip) if skip else train_dl
         self.model.train()
@@ -143,6 +140,10 @@ class Trainer:
         progress = tqdm(batches, total=len(train_dl), initial=skip, desc=f"epoch {epoch + 1}/{self.max_epochs}",
                         disable=not self.acc.is_local_main_process, leave=False, unit="batch")
         for step, (crops, labels) in enumerate(progress, start=skip):
+            if self._torch_rng_to_restore is not None:
+                # Restored only now: creating the loader's iterator draws from the RNG, as it did before the stop.
+                torch.set_rng_state(self._torch_rng_to_restore)
+                self._torch_rng_to_restore = None
             loss = self._train_step(crops, labels)
             # One small gather per step: every rank sees every rank's loss and preemption flag.
             flag = torch.tensor(float(watch.requested), device=loss.device)

@@ -1,0 +1,42 @@
+"""Two CPU processes under `accelerate launch`: one run folder, one MLflow run, files from rank 0 only."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+# accelerate's --cpu launcher starts one process without MPI; its torchrun launcher starts several,
+# and trainer.cpu=true makes them a gloo CPU group.
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir):
+    overrides = [*TINY, "trainer.max_epochs=1", "dataset.limit=256", f"paths.root_dir={tmp_path}",
+                 f"paths.data_dir={data_dir}", "logger.experiment_name=two-process"]
+    result = subprocess.run([*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dirs = list((tmp_path / "outputs").iterdir())
+    assert len(run_dirs) == 1, run_dirs
+    run_dir = run_dirs[0]
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "checkpoints" / "best").is_dir()
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log"]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("epoch 1/1") == 1  # written by rank 0 alone
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("two-process").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    # every test crop is scored exactly once, although two ranks shared the work
+    with open(run_dir / "test" / "predictions.csv") as f:
+        indices = [row["index"] for row in csv.DictReader(f)]
+    assert len(indices) == len(set(indices)) == runs[0].data.metrics["data/test_crops"] == 256

@@ -1,0 +1,109 @@
+"""Interrupted runs, resumed, end exactly where an uninterrupted run ends; NaN stops with a usable checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import cellexp
+from cellexp.engine.checkpoint import CheckpointManager, load_training_state
+from cellexp.engine.loop import Trainer
+from cellexp.engine.preemption import Preempted
+from cellexp.errors import NonFiniteLossError
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["trainer.max_epochs=3", "dataset.limit=192", "trainer.early_stopping=null"]  # 6 steps per epoch
+_reference: dict = {}
+
+
+class Crash(Exception):
+    """Stands in for a killed process."""
+
+
+def _test_metrics(cfg) -> dict:
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    run_id = (cfg.paths.output_dir and open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read())
+    return {k: v for k, v in MlflowClient().get_run(run_id).data.metrics.items() if k.startswith("test/")}
+
+
+def reference_metrics(make_cfg) -> dict:
+    """Test metrics of the uninterrupted run, computed once for the module."""
+    if not _reference:
+        cfg = make_cfg(SHORT, run_name="reference")
+        cellexp.run(cfg)
+        _reference.update(_test_metrics(cfg))
+    return _reference
+
+
+def test_crashed_run_resumes_from_last_epoch_to_the_same_result(make_cfg, monkeypatch):
+    expected = reference_metrics(make_cfg)
+    save = CheckpointManager.save
+
+    def save_then_crash(self, tag, *args, **kwargs):
+        path = save(self, tag, *args, **kwargs)
+        if tag == "epoch_0002":
+            raise Crash
+        return path
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_crash)
+    with pytest.raises(Crash):
+        cellexp.run(make_cfg(SHORT, run_name="crashed"))
+    monkeypatch.setattr(CheckpointManager, "save", save)
+    cfg = make_cfg([*SHORT, "trainer.resume=auto"], run_name="crashed")
+    cellexp.run(cfg)
+    assert _test_metrics(cfg) == expected
+
+
+def test_sigterm_saves_mid_epoch_and_resume_auto_finishes_identically(make_cfg, monkeypatch):
+    expected = reference_metrics(make_cfg)
+    step = Trainer._train_step
+
+    def step_then_signal(self, *args):
+        loss = step(self, *args)
+        if self.state.global_step == 8:  # epoch 2, third batch
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+    cfg = make_cfg(SHORT, run_name="preempted")
+    with pytest.raises(Preempted) as stopped:
+        cellexp.run(cfg)
+    assert stopped.value.checkpoint.name == "epoch_0001_step_000003"
+    assert load_training_state(stopped.value.checkpoint)["loop"]["global_step"] == 9
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    run_id = open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read()
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    cfg = make_cfg([*SHORT, "trainer.resume=auto"], run_name="preempted")
+    cellexp.run(cfg)
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"  # the same MLflow run, continued
+    assert _test_metrics(cfg) == expected
+
+
+def test_nan_loss_stops_and_names_the_step_keeping_the_last_good_checkpoint(make_cfg, monkeypatch, tmp_path):
+    calls = {"n": 0}
+
+    class NaNOnSeventhCall(torch.nn.CrossEntropyLoss):
+        def forward(self, logits, target):
+            calls["n"] += 1
+            loss = super().forward(logits, target)
+            return loss * float("nan") if calls["n"] == 9 else loss
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", NaNOnSeventhCall)
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 2, step 3 \(global step 9\)") as err:
+        cellexp.run(make_cfg(SHORT, run_name="nan"))
+    checkpoints = tmp_path / "nan" / "checkpoints"
+    assert str(checkpoints / "epoch_0001") in str(err.value)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "epoch_0001"]
+
+
+def test_bf16_runs_on_cpu(make_cfg):
+    objective = cellexp.run(make_cfg(["trainer.precision=bf16", "trainer.max_epochs=1", "dataset.limit=128"]))
+    assert 0.0 <= objective <= 1.0
