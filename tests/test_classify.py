@@ -73,3 +73,9 @@ def test_same_seed_same_metrics_and_eval_by_mlflow_run_id(make_cfg, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == int(a.data.metrics["data/test_crops"])
     assert {"index", "annotation_id", "true", "predicted", "p_A172"} <= set(rows[0])
+
+
+def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
+    cfg = make_cfg(["backbone=efficientnetv2_m", "head=linear", "trainer.max_epochs=1", "dataset.image_size=32",
+                    "dataset.limit=64", "logger=none"])
+    assert 0.0 <= cellexp.run(cfg) <= 1.0

@@ -15,6 +15,7 @@ from cellexp.engine.checkpoint import CheckpointManager, load_training_state
 from cellexp.engine.loop import Trainer
 from cellexp.engine.preemption import Preempted
 from cellexp.errors import NonFiniteLossError
+from cellexp.models.classifier import CellClassifier
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,16 @@ def test_nan_loss_stops_and_names_the_step_keeping_the_last_good_checkpoint(make
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "epoch_0001"]
 
 
-def test_bf16_runs_on_cpu(make_cfg):
+def test_bf16_runs_on_cpu(make_cfg, monkeypatch):
+    dtypes = []
+    forward = CellClassifier.forward
+
+    def recording_forward(self, x):
+        logits = forward(self, x)
+        dtypes.append(logits.dtype)
+        return logits
+
+    monkeypatch.setattr(CellClassifier, "forward", recording_forward)
     objective = cellexp.run(make_cfg(["trainer.precision=bf16", "trainer.max_epochs=1", "dataset.limit=128"]))
     assert 0.0 <= objective <= 1.0
+    assert dtypes and set(dtypes) == {torch.bfloat16}
