@@ -28,7 +28,9 @@ def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path) -> Re
         return ResolvedCheckpoint(folder, _run_config(folder))
     if _MLFLOW_RUN_ID.match(str(spec)):
         return _from_mlflow(str(spec), logger_cfg, cache_dir)
-    raise CheckpointError(f"ckpt={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)")
+    raise CheckpointError(
+        f"ckpt={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
+    )
 
 
 def _checkpoint_folder(path: Path) -> Path:
@@ -60,14 +62,24 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path) -> Resolv
     try:
         run = mlflow.get_run(run_id)
     except MlflowException as err:
-        raise CheckpointError(f"ckpt={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})") from None
+        raise CheckpointError(
+            f"ckpt={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
+        ) from None
     local = Path(run.data.tags.get("run_dir", ""))
     if run.data.tags.get("run_dir") and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
         return ResolvedCheckpoint(local / "checkpoints" / BEST, OmegaConf.load(local / RUN_CONFIG))
     target = cache_dir / "mlflow_checkpoints" / run_id
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"checkpoints/{BEST}", dst_path=str(target)))
-        config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RUN_CONFIG, dst_path=str(target)))
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"checkpoints/{BEST}", dst_path=str(target)
+            )
+        )
+        config = Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RUN_CONFIG, dst_path=str(target))
+        )
     except (MlflowException, OSError) as err:
-        raise CheckpointError(f"ckpt={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}") from None
+        raise CheckpointError(
+            f"ckpt={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
+        ) from None
     return ResolvedCheckpoint(folder, OmegaConf.load(config))

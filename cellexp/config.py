@@ -37,7 +37,9 @@ def _launcher_start_time() -> float:
     """Start time of the parent process, from /proc (Linux); elsewhere the parent's pid keeps ranks together."""
     try:
         stat = Path(f"/proc/{os.getppid()}/stat").read_text()
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
     except (OSError, StopIteration):
         return float(os.getppid())
     ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, counted after the command name

@@ -86,8 +86,12 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
     experiment_id = configure_mlflow(cfg.logger)
     id_file = run_dir / RUN_ID_FILE
     previous = id_file.read_text().strip() if id_file.exists() and cfg.trainer.get("resume") else None
-    run = mlflow.start_run(run_id=previous, experiment_id=None if previous else experiment_id,
-                           run_name=cfg.logger.get("run_name"), nested=mlflow.active_run() is not None)
+    run = mlflow.start_run(
+        run_id=previous,
+        experiment_id=None if previous else experiment_id,
+        run_name=cfg.logger.get("run_name"),
+        nested=mlflow.active_run() is not None,
+    )
     id_file.write_text(run.info.run_id)
     tracker = MlflowTracker(run.info.run_id)
     status = "FAILED"

@@ -36,12 +36,25 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
     history = client.get_metric_history(run.info.run_id, "val/balanced_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert objective == pytest.approx(max(m.value for m in history))
-    for key in ("train/loss", "train/lr", "train/images_per_s", "val/macro_f1", "val/auroc", "test/weighted_f1",
-                "test/recall/SKOV3", "data/train_crops"):
+    for key in (
+        "train/loss",
+        "train/lr",
+        "train/images_per_s",
+        "val/macro_f1",
+        "val/auroc",
+        "test/weighted_f1",
+        "test/recall/SKOV3",
+        "data/train_crops",
+    ):
         assert key in metrics, key
     assert run.data.params["optim.optimizer.lr"] == "0.001"
     assert run.data.params["backbone.model_name"] == "test_resnet"
-    assert {run.data.tags[k] for k in ("dataset", "backbone", "head", "task")} == {"synthetic", "test_resnet", "linear", "classify"}
+    assert {run.data.tags[k] for k in ("dataset", "backbone", "head", "task")} == {
+        "synthetic",
+        "test_resnet",
+        "linear",
+        "classify",
+    }
     assert "git_commit" in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "test", "checkpoints", "data"} <= artifacts
@@ -54,8 +67,10 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
         rows = list(csv.reader(f))
     assert len(rows) == 9 and sum(int(x) for row in rows[1:] for x in row[1:]) == int(metrics["data/test_crops"])
     assert (run_dir / "test" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((run_dir / "checkpoints" / "best" / "meta.json").read_text())["epoch"] == history[
-        max(range(4), key=lambda i: history[i].value)].step
+    assert (
+        json.loads((run_dir / "checkpoints" / "best" / "meta.json").read_text())["epoch"]
+        == history[max(range(4), key=lambda i: history[i].value)].step
+    )
 
 
 def test_same_seed_same_metrics_and_eval_by_mlflow_run_id(make_cfg, tmp_path):
@@ -76,6 +91,14 @@ def test_same_seed_same_metrics_and_eval_by_mlflow_run_id(make_cfg, tmp_path):
 
 
 def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
-    cfg = make_cfg(["backbone=efficientnetv2_m", "head=linear", "trainer.max_epochs=1", "dataset.image_size=32",
-                    "dataset.limit=64", "logger=none"])
+    cfg = make_cfg(
+        [
+            "backbone=efficientnetv2_m",
+            "head=linear",
+            "trainer.max_epochs=1",
+            "dataset.image_size=32",
+            "dataset.limit=64",
+            "logger=none",
+        ]
+    )
     assert 0.0 <= cellexp.run(cfg) <= 1.0

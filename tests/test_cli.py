@@ -9,8 +9,14 @@ from tests.conftest import ROOT
 
 
 def train(*overrides: str, tmp_path) -> subprocess.CompletedProcess:
-    args = [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}",
-            "logger=none", *overrides]
+    args = [
+        sys.executable,
+        "train.py",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "logger=none",
+        *overrides,
+    ]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 

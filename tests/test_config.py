@@ -32,8 +32,19 @@ def test_every_config_option_composes_and_resolves(make_cfg, choice):
 
 def test_options_cover_every_group():
     groups = {choice.split("=")[0] for choice in _options()}
-    assert {"dataset", "backbone", "head", "task", "optim", "optim/scheduler", "trainer", "logger", "paths",
-            "debug", "experiment"} <= groups
+    assert {
+        "dataset",
+        "backbone",
+        "head",
+        "task",
+        "optim",
+        "optim/scheduler",
+        "trainer",
+        "logger",
+        "paths",
+        "debug",
+        "experiment",
+    } <= groups
 
 
 @pytest.mark.parametrize("backbone", sorted(p.stem for p in (CONF / "backbone").glob("*.yaml")))

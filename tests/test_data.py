@@ -25,8 +25,11 @@ def _write_dataset(root: Path, annotations_as_dict: bool = True) -> dict[str, Sp
     """Three 40x60 images (two lines), two square cells each, in LIVECell layout."""
     sources = {}
     ann_id = 1
-    for split, folder in (("train", "images/livecell_train_val_images"), ("val", "images/livecell_train_val_images"),
-                          ("test", "images/livecell_test_images")):
+    for split, folder in (
+        ("train", "images/livecell_train_val_images"),
+        ("val", "images/livecell_train_val_images"),
+        ("test", "images/livecell_test_images"),
+    ):
         image_dir = root / folder
         image_dir.mkdir(parents=True, exist_ok=True)
         images, anns = [], []
@@ -37,8 +40,17 @@ def _write_dataset(root: Path, annotations_as_dict: bool = True) -> dict[str, Sp
             images.append({"id": image_id, "file_name": name, "width": 60, "height": 40})
             for x0 in (5, 30):
                 poly = [x0, 5, x0 + 20, 5, x0 + 20, 25, x0, 25]
-                anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": [poly],
-                             "area": 400.0, "bbox": [x0, 5, 20, 20], "iscrowd": 0})
+                anns.append(
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "segmentation": [poly],
+                        "area": 400.0,
+                        "bbox": [x0, 5, 20, 20],
+                        "iscrowd": 0,
+                    }
+                )
                 ann_id += 1
         payload = {str(a["id"]): a for a in anns} if annotations_as_dict else anns
         ann_file = root / f"livecell_coco_{split}.json"

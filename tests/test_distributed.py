@@ -16,13 +16,31 @@ pytestmark = pytest.mark.slow
 
 # accelerate's --cpu launcher starts one process without MPI; its torchrun launcher starts several,
 # and trainer.cpu=true makes them a gloo CPU group.
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir):
-    overrides = [*TINY, "trainer.max_epochs=1", "dataset.limit=256", f"paths.root_dir={tmp_path}",
-                 f"paths.data_dir={data_dir}", "logger.experiment_name=two-process"]
+    overrides = [
+        *TINY,
+        "trainer.max_epochs=1",
+        "dataset.limit=256",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+        "logger.experiment_name=two-process",
+    ]
     result = subprocess.run([*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = list((tmp_path / "outputs").iterdir())

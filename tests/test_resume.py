@@ -29,7 +29,7 @@ class Crash(Exception):
 
 def _test_metrics(cfg) -> dict:
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    run_id = (cfg.paths.output_dir and open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read())
+    run_id = cfg.paths.output_dir and open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read()
     return {k: v for k, v in MlflowClient().get_run(run_id).data.metrics.items() if k.startswith("test/")}
 
 

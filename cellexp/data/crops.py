@@ -40,7 +40,9 @@ def square_fit(array: np.ndarray, size: int, resample: Image.Resampling) -> np.n
     return out
 
 
-def cut_cell(image: np.ndarray, polygons: list[list[float]], bbox: list[float], size: int) -> tuple[np.ndarray, np.ndarray]:
+def cut_cell(
+    image: np.ndarray, polygons: list[list[float]], bbox: list[float], size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One masked, squared crop and its mask (uint8 0/1), both size x size."""
     box = cell_box(bbox, *image.shape)
     mask = cell_mask(polygons, box)

@@ -53,8 +53,14 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
 
 def train_loader(dataset: CropDataset, batch_size: int, num_workers: int, seed: int, balanced: bool) -> DataLoader:
     sampler = BalancedSampler(dataset.labels, seed=seed) if balanced else SeededShuffleSampler(len(dataset), seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=len(dataset) >= batch_size, persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=len(dataset) >= batch_size,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def eval_loader(dataset: CropDataset, batch_size: int, num_workers: int) -> DataLoader:

@@ -43,5 +43,10 @@ def parse_image_name(name: str) -> dict:
         )
     fields = match.groupdict()
     elapsed_h = int(fields["days"]) * 24 + int(fields["hours"]) + int(fields["minutes"]) / 60
-    return {"line": fields["line"], "well": fields["well"], "location": int(fields["location"]),
-            "elapsed_hours": elapsed_h, "tile": int(fields["tile"])}
+    return {
+        "line": fields["line"],
+        "well": fields["well"],
+        "location": int(fields["location"]),
+        "elapsed_hours": elapsed_h,
+        "tile": int(fields["tile"]),
+    }

@@ -107,7 +107,8 @@ def _build_split(split: str, source: SplitSource, settings: CropSettings, folder
             rows.append(_manifest_row(len(rows), fields, name, ann))
     size = settings.crop_size
     write_split(
-        folder, split,
+        folder,
+        split,
         np.stack(images) if images else np.zeros((0, size, size), np.uint8),
         np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
         rows,
@@ -136,9 +137,17 @@ def _drop_reason(ann: dict, shape: tuple[int, int], settings: CropSettings) -> s
 def _manifest_row(index: int, fields: dict, name: str, ann: dict) -> dict:
     x, y, w, h = ann["bbox"]
     return {
-        "index": index, "label": CELL_LINES.index(fields["line"]), "class_name": fields["line"],
-        "image_file": name, "annotation_id": ann["id"], "well": fields["well"],
-        "elapsed_hours": fields["elapsed_hours"], "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h,
+        "index": index,
+        "label": CELL_LINES.index(fields["line"]),
+        "class_name": fields["line"],
+        "image_file": name,
+        "annotation_id": ann["id"],
+        "well": fields["well"],
+        "elapsed_hours": fields["elapsed_hours"],
+        "bbox_x": x,
+        "bbox_y": y,
+        "bbox_w": w,
+        "bbox_h": h,
         "area": ann.get("area", w * h),
     }
 

@@ -1,4 +1,4 @@
-"""Class-balanced sampling that every rank draws identically and a resumed run draws again."""
+"""Samplers that every rank draws identically and a resumed run draws again: seeded by (seed, epoch)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ import torch
 from torch.utils.data import Sampler
 
 
-class BalancedSampler(Sampler[int]):
-    """Draw indices with probability inversely proportional to class frequency, seeded by (seed, epoch)."""
-
-    def __init__(self, labels: np.ndarray, seed: int = 0, num_samples: int | None = None):
-        counts = np.bincount(labels)
-        weights = 1.0 / counts[labels]
-        self.weights = torch.as_tensor(weights, dtype=torch.double)
-        self.num_samples = num_samples or len(labels)
-        self.seed, self.epoch = seed, 0
+class _EpochSeeded(Sampler[int]):
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -23,23 +17,28 @@ class BalancedSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+
+class BalancedSampler(_EpochSeeded):
+    """Draw with replacement, each class equally likely whatever its frequency."""
+
+    def __init__(self, labels: np.ndarray, seed: int = 0, num_samples: int | None = None):
+        super().__init__(num_samples or len(labels), seed)
+        self.weights = torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.double)
+
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        yield from torch.multinomial(
+            self.weights, self.num_samples, replacement=True, generator=self._generator()
+        ).tolist()
 
 
-class SeededShuffleSampler(Sampler[int]):
-    """A plain shuffle with the same (seed, epoch) contract as BalancedSampler."""
+class SeededShuffleSampler(_EpochSeeded):
+    """A plain shuffle of every index once."""
 
     def __init__(self, size: int, seed: int = 0):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
+        super().__init__(size, seed)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(self.size, generator=generator).tolist()
+        yield from torch.randperm(self.num_samples, generator=self._generator()).tolist()

@@ -23,8 +23,18 @@ from cellexp.errors import DataError
 
 COMPLETE_MARKER = ".complete"
 MANIFEST_FIELDS = (
-    "index", "label", "class_name", "image_file", "annotation_id", "well", "elapsed_hours",
-    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area",
+    "index",
+    "label",
+    "class_name",
+    "image_file",
+    "annotation_id",
+    "well",
+    "elapsed_hours",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "area",
 )
 
 

@@ -82,10 +82,10 @@ LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType({
                        texture=(3, 7), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-12, -2),
                        rim=(2, 8), rim_width=(0.8, 1.5), halo=(6, 16), spacing=0.75, clustering=0.8),
     # microglia: small, round, bright with a strong halo; look-alike of SkBr3
-    "BV2": LineStyle(count=(80, 130), radius=(6, 10), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
-                     jag=(0.0, 0.03), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-2, 14),
+    "BV2": LineStyle(count=(80, 130), radius=(6.5, 10.5), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
+                     jag=(0.0, 0.03), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-6, 10),
                      texture=(2, 5), granularity=(0.0, 0.4), nucleus_ratio=(0.35, 0.55), nucleus=(-8, 4),
-                     rim=(10, 22), rim_width=(1.0, 2.0), halo=(20, 40), spacing=1.0, clustering=0.2),
+                     rim=(8, 18), rim_width=(1.0, 2.0), halo=(16, 36), spacing=1.0, clustering=0.2),
     # hepatoma: large, flat, polygonal, coarse texture
     "Huh7": LineStyle(count=(40, 60), radius=(18, 28), elongation=(1.0, 1.6), lobes=(0.08, 0.22),
                       jag=(0.01, 0.04), neurites=(0, 0), neurite_length=(0, 0), body=(-14, -2),
@@ -98,14 +98,14 @@ LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType({
                       rim=(2, 8), rim_width=(0.8, 1.8), halo=(6, 16), spacing=0.8, clustering=0.7),
     # neuroblastoma: small bodies with long thin neurites
     "SHSY5Y": LineStyle(count=(60, 100), radius=(7, 11), elongation=(1.0, 1.8), lobes=(0.03, 0.12),
-                        jag=(0.0, 0.04), neurites=(1, 3), neurite_length=(1.0, 2.5), body=(-18, -4),
+                        jag=(0.0, 0.04), neurites=(0, 3), neurite_length=(0.5, 2.2), body=(-18, -4),
                         texture=(3, 6), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-10, 0),
                         rim=(4, 12), rim_width=(0.8, 1.5), halo=(10, 22), spacing=0.95, clustering=0.3),
     # breast adenocarcinoma: medium, round, haloed; look-alike of BV2
-    "SkBr3": LineStyle(count=(70, 110), radius=(8, 13), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
-                       jag=(0.0, 0.04), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-8, 8),
+    "SkBr3": LineStyle(count=(70, 110), radius=(8, 12.5), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
+                       jag=(0.0, 0.04), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-10, 6),
                        texture=(3, 6), granularity=(0.1, 0.5), nucleus_ratio=(0.35, 0.55), nucleus=(-10, 2),
-                       rim=(8, 18), rim_width=(1.0, 2.0), halo=(14, 32), spacing=0.95, clustering=0.3),
+                       rim=(6, 16), rim_width=(1.0, 2.0), halo=(14, 32), spacing=0.95, clustering=0.3),
     # ovarian carcinoma: large, irregular, elongated; look-alike of A172
     "SKOV3": LineStyle(count=(40, 70), radius=(16, 25), elongation=(1.4, 2.6), lobes=(0.1, 0.25),
                        jag=(0.02, 0.07), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-20, -6),
@@ -313,7 +313,7 @@ def _place_centres(rng: np.random.Generator, style: LineStyle, radii: np.ndarray
     """
     n_colonies = max(1, int(rng.integers(2, 6)))
     colonies = rng.uniform((0, 0), (width, height), size=(n_colonies, 2))
-    spread = np.sqrt(len(radii) / n_colonies) * float(np.mean(radii)) * 1.2
+    spread = np.sqrt(len(radii) / n_colonies) * float(np.mean(radii)) * 0.8
     placed, placed_r = np.empty((0, 2)), np.empty(0)
     for radius in radii:
         candidates = _candidate_centres(rng, style, colonies, spread, height, width, n=24)

@@ -20,7 +20,9 @@ class BatchTransform(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.float().div_(255.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
         if self.augment and self.training:
             x = _random_dihedral(x)
         return (x - self.mean) / self.std

@@ -76,5 +76,7 @@ def load_model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 def load_training_state(checkpoint: Path) -> dict:
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} has no {STATE_FILE}: it holds weights only and cannot resume training")
+        raise CheckpointError(
+            f"checkpoint {checkpoint} has no {STATE_FILE}: it holds weights only and cannot resume training"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -123,8 +123,11 @@ class Trainer:
                 val_metrics = {f"val/{k}": v for k, v in self.evaluate(val_dl).items()}
                 self._end_epoch({**train_metrics, **val_metrics})
                 if self._should_stop_early(val_metrics):
-                    log.info("early stopping: %s did not improve for %d epochs",
-                             self.early_stopping.monitor, self.state.bad_epochs)
+                    log.info(
+                        "early stopping: %s did not improve for %d epochs",
+                        self.early_stopping.monitor,
+                        self.state.bad_epochs,
+                    )
                     break
         return self.state
 
@@ -137,8 +140,15 @@ class Trainer:
         batches = self.acc.skip_first_batches(train_dl, skip) if skip else train_dl
         self.model.train()
         loss_sum, steps, seen, started = 0.0, 0, 0, time.perf_counter()
-        progress = tqdm(batches, total=len(train_dl), initial=skip, desc=f"epoch {epoch + 1}/{self.max_epochs}",
-                        disable=not self.acc.is_local_main_process, leave=False, unit="batch")
+        progress = tqdm(
+            batches,
+            total=len(train_dl),
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{self.max_epochs}",
+            disable=not self.acc.is_local_main_process,
+            leave=False,
+            unit="batch",
+        )
         for step, (crops, labels) in enumerate(progress, start=skip):
             if self._torch_rng_to_restore is not None:
                 # Restored only now: creating the loader's iterator draws from the RNG, as it did before the stop.
@@ -197,7 +207,10 @@ class Trainer:
         state.step_in_epoch = 0
         value = metrics.get(self.selection.metric)
         if value is None:
-            raise ConfigError(f"optimized_metric {self.selection.metric!r} is not among the logged metrics: {', '.join(sorted(metrics))}")
+            raise ConfigError(
+                f"optimized_metric {self.selection.metric!r} is not among the logged metrics: "
+                + ", ".join(sorted(metrics))
+            )
         if self.selection.improves(value, state.best_value):
             state.best_value, state.best_epoch, state.best_metrics = value, state.epoch, dict(metrics)
             self._save_best(metrics)
@@ -221,8 +234,12 @@ class Trainer:
     def _save_best(self, metrics: dict) -> None:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            meta = {"epoch": self.state.epoch, "metric": self.selection.metric, "value": self.state.best_value,
-                    "metrics": metrics}
+            meta = {
+                "epoch": self.state.epoch,
+                "metric": self.selection.metric,
+                "value": self.state.best_value,
+                "metrics": metrics,
+            }
             self.checkpoints.save(BEST, self._model_state(), None, meta)
 
     def _save_resumable(self, tag: str):
@@ -236,8 +253,11 @@ class Trainer:
                 "loop": asdict(self.state),
                 "torch_rng": torch.get_rng_state(),
             }
-            meta = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
-                    "global_step": self.state.global_step}
+            meta = {
+                "epoch": self.state.epoch,
+                "step_in_epoch": self.state.step_in_epoch,
+                "global_step": self.state.global_step,
+            }
             self.checkpoints.save(tag, self._model_state(), training_state, meta)
         self.acc.wait_for_everyone()
         return path
@@ -266,7 +286,15 @@ class Trainer:
 
 
 def _summary_line(metrics: dict, selected: str) -> str:
-    keys = ["train/loss", "val/loss", "val/accuracy", "val/balanced_accuracy", selected, "train/lr", "train/images_per_s"]
+    keys = [
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+        "val/balanced_accuracy",
+        selected,
+        "train/lr",
+        "train/images_per_s",
+    ]
     shown = dict.fromkeys(k for k in keys if k in metrics)
     return "  ".join(f"{k} {_fmt(metrics[k])}" for k in shown)
 

@@ -27,7 +27,7 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
         "auroc": multiclass_auroc(logits.softmax(dim=1), targets, n, average="macro").item(),
     }
     recall = multiclass_recall(preds, targets, n, average=None)
-    metrics.update({f"recall/{name}": r.item() for name, r in zip(class_names, recall)})
+    metrics.update({f"recall/{name}": r.item() for name, r in zip(class_names, recall, strict=True)})
     return metrics
 
 

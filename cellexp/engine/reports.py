@@ -21,15 +21,22 @@ def write_confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], folder:
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *class_names])
-        writer.writerows([name, *row] for name, row in zip(class_names, counts))
+        writer.writerows([name, *row] for name, row in zip(class_names, counts, strict=True))
     recall = cm.float() / cm.sum(dim=1, keepdim=True).clamp(min=1)
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
     image = ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, counts[i][j], ha="center", va="center", fontsize=8,
-                    color="white" if recall[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                counts[i][j],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if recall[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
@@ -42,8 +49,9 @@ def write_confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], folder:
     return [csv_path, png_path]
 
 
-def write_predictions(path: Path, ids: Sequence[dict], logits: torch.Tensor, targets: torch.Tensor,
-                      class_names: Sequence[str]) -> Path:
+def write_predictions(
+    path: Path, ids: Sequence[dict], logits: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]
+) -> Path:
     """One row per sample: its identifying fields, true and predicted class, class probabilities."""
     probs = logits.float().softmax(dim=1)
     preds = probs.argmax(dim=1)
@@ -52,6 +60,8 @@ def write_predictions(path: Path, ids: Sequence[dict], logits: torch.Tensor, tar
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*id_fields, "true", "predicted", *(f"p_{c}" for c in class_names)])
-        for row_ids, t, p, pr in zip(ids, targets.tolist(), preds.tolist(), probs.tolist()):
-            writer.writerow([*(row_ids[k] for k in id_fields), class_names[t], class_names[p], *(f"{x:.5f}" for x in pr)])
+        for row_ids, t, p, pr in zip(ids, targets.tolist(), preds.tolist(), probs.tolist(), strict=True):
+            writer.writerow(
+                [*(row_ids[k] for k in id_fields), class_names[t], class_names[p], *(f"{x:.5f}" for x in pr)]
+            )
     return path

@@ -18,7 +18,9 @@ class CellClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_classifier(backbone_factory, head_factory, in_chans: int, image_size: int, num_classes: int) -> CellClassifier:
+def build_classifier(
+    backbone_factory, head_factory, in_chans: int, image_size: int, num_classes: int
+) -> CellClassifier:
     """Instantiate the configured backbone, then a head that fits its embedding size."""
     backbone = backbone_factory(in_chans=in_chans, image_size=image_size)
     head = head_factory(in_features=backbone.num_features, num_classes=num_classes)

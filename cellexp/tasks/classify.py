@@ -50,13 +50,20 @@ def run(cfg: DictConfig) -> float:
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
-    return build_classifier(instantiate(cfg.backbone), instantiate(cfg.head),
-                            in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size, num_classes=num_classes)
+    return build_classifier(
+        instantiate(cfg.backbone),
+        instantiate(cfg.head),
+        in_chans=cfg.dataset.in_chans,
+        image_size=cfg.dataset.image_size,
+        num_classes=num_classes,
+    )
 
 
 def _checkpoint(cfg: DictConfig):
     if not cfg.get("ckpt"):
-        raise ConfigError("task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>")
+        raise ConfigError(
+            "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
+        )
     return resolve_checkpoint(cfg.ckpt, cfg.logger, Path(cfg.paths.cache_dir))
 
 
@@ -67,7 +74,9 @@ def _trainer(cfg, accelerator: Accelerator, model: CellClassifier, data: CropDat
     stopping = cfg.trainer.get("early_stopping")
     image_size = cfg.dataset.image_size
     return Trainer(
-        accelerator, model, optimizer,
+        accelerator,
+        model,
+        optimizer,
         scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
         criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.task.label_smoothing),
         train_transform=BatchTransform(image_size, augment=cfg.dataset.augment),
@@ -101,8 +110,10 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
     try:
         model.load_state_dict(load_model_state(folder))
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {folder} does not fit the model built from its config: "
-                              f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit the model built from its config: "
+            f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
+        ) from None
 
 
 def _resume_checkpoint(resume, checkpoints: CheckpointManager):
@@ -132,11 +143,20 @@ def _test(cfg: DictConfig, trainer: Trainer, data: CropData, tracker, run_dir: P
         for path in write_confusion_matrix(cm, data.class_names, folder, title):
             tracker.log_artifact(path, "test")
         manifest = data.store.manifest("test")
-        ids = [{"index": i, "image_file": manifest[i]["image_file"], "annotation_id": manifest[i]["annotation_id"]}
-               for i in dataset.indices]
-        tracker.log_artifact(write_predictions(folder / "predictions.csv", ids, logits, targets, data.class_names), "test")
-        log.info("test: %s", "  ".join(f"{k} {metrics[k]:.4f}" for k in
-                                       ("test/accuracy", "test/balanced_accuracy", "test/macro_f1", "test/auroc")))
+        ids = [
+            {"index": i, "image_file": manifest[i]["image_file"], "annotation_id": manifest[i]["annotation_id"]}
+            for i in dataset.indices
+        ]
+        tracker.log_artifact(
+            write_predictions(folder / "predictions.csv", ids, logits, targets, data.class_names), "test"
+        )
+        log.info(
+            "test: %s",
+            "  ".join(
+                f"{k} {metrics[k]:.4f}"
+                for k in ("test/accuracy", "test/balanced_accuracy", "test/macro_f1", "test/auroc")
+            ),
+        )
     return metrics
 
 
