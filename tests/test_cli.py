@@ -40,3 +40,15 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
     assert result.returncode == 1
     assert "trainer.precision=fp16 needs a GPU" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluation_without_a_checkpoint_says_what_to_give(tmp_path):
+    result = train("task.fit=false", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "give ckpt=<checkpoint, run folder or MLflow run id>" in result.stderr
+
+
+def test_unknown_checkpoint_is_named(tmp_path):
+    result = train("ckpt=no_such_run", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "ckpt='no_such_run' is neither an existing file or folder nor an MLflow run id" in result.stderr

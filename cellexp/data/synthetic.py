@@ -82,8 +82,8 @@ LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType({
                        texture=(3, 7), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-12, -2),
                        rim=(2, 8), rim_width=(0.8, 1.5), halo=(6, 16), spacing=0.75, clustering=0.8),
     # microglia: small, round, bright with a strong halo; look-alike of SkBr3
-    "BV2": LineStyle(count=(80, 130), radius=(6.5, 10.5), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
-                     jag=(0.0, 0.03), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-6, 10),
+    "BV2": LineStyle(count=(80, 130), radius=(6.5, 11), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
+                     jag=(0.0, 0.03), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-8, 8),
                      texture=(2, 5), granularity=(0.0, 0.4), nucleus_ratio=(0.35, 0.55), nucleus=(-8, 4),
                      rim=(8, 18), rim_width=(1.0, 2.0), halo=(16, 36), spacing=1.0, clustering=0.2),
     # hepatoma: large, flat, polygonal, coarse texture
@@ -102,7 +102,7 @@ LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType({
                         texture=(3, 6), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-10, 0),
                         rim=(4, 12), rim_width=(0.8, 1.5), halo=(10, 22), spacing=0.95, clustering=0.3),
     # breast adenocarcinoma: medium, round, haloed; look-alike of BV2
-    "SkBr3": LineStyle(count=(70, 110), radius=(8, 12.5), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
+    "SkBr3": LineStyle(count=(70, 110), radius=(7.5, 12.5), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
                        jag=(0.0, 0.04), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-10, 6),
                        texture=(3, 6), granularity=(0.1, 0.5), nucleus_ratio=(0.35, 0.55), nucleus=(-10, 2),
                        rim=(6, 16), rim_width=(1.0, 2.0), halo=(14, 32), spacing=0.95, clustering=0.3),
@@ -283,14 +283,14 @@ def _texture_fields(rng: np.random.Generator, height: int, width: int) -> tuple[
     """Unit-variance fine speckle and coarse granules; each cell mixes the two by its granularity."""
     fields = []
     for sigma in (0.7, 2.2):
-        field = ndimage.gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), sigma)
+        field = ndimage.gaussian_filter(rng.standard_normal((height, width), dtype=np.float32), sigma)
         fields.append(field / max(float(field.std()), 1e-6))
     return fields[0], fields[1]
 
 
 def _finish(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
     """Camera noise and a touch of optical blur, then 8 bits."""
-    noisy = canvas + rng.normal(0.0, rng.uniform(2.5, 4.5), size=canvas.shape).astype(np.float32)
+    noisy = canvas + rng.uniform(2.5, 4.5) * rng.standard_normal(canvas.shape, dtype=np.float32)
     blurred = ndimage.gaussian_filter(noisy, 0.6)
     return np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
 

@@ -29,22 +29,32 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> float:
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
+    source = _checkpoint(cfg) if cfg.get("ckpt") else None
+    if source is None and not cfg.task.fit:
+        raise ConfigError(
+            "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
+        )
     with accelerator.main_process_first():
         data = load_crop_data(cfg.dataset, seed=cfg.seed)
-    source = None if cfg.task.fit else _checkpoint(cfg)
+    # Evaluation rebuilds the model the checkpoint was trained as; fine-tuning builds the configured one.
+    model_cfg = cfg if cfg.task.fit else source.config
     set_seed(cfg.seed)
-    model = build_model(source.config if source else cfg, num_classes=len(data.class_names))
+    model = build_model(model_cfg, num_classes=len(data.class_names))
+    if source is not None:
+        _load_weights(model, source.folder)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         _log_data_summary(tracker, data, accelerator)
-        trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir)
-        weights = source.folder if source else run_dir / "checkpoints" / BEST
-        if source is None:
-            objective = _fit(cfg, trainer, data)
-            if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
-                tracker.log_artifacts(weights, f"checkpoints/{BEST}")
-        _load_weights(accelerator.unwrap_model(trainer.model), weights)
-        test_metrics = _test(cfg, trainer, data, tracker, run_dir)
         if source is not None:
+            tracker.set_tags({"init_from": str(source.folder)})
+        trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir, model_cfg.dataset.image_size)
+        if cfg.task.fit:
+            objective = _fit(cfg, trainer, data)
+            best = run_dir / "checkpoints" / BEST
+            _load_weights(accelerator.unwrap_model(trainer.model), best)
+            if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
+                tracker.log_artifacts(best, f"checkpoints/{BEST}")
+        test_metrics = _test(cfg, trainer, data, tracker, run_dir)
+        if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
     return objective
 
@@ -60,19 +70,16 @@ def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
 
 
 def _checkpoint(cfg: DictConfig):
-    if not cfg.get("ckpt"):
-        raise ConfigError(
-            "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
-        )
     return resolve_checkpoint(cfg.ckpt, cfg.logger, Path(cfg.paths.cache_dir))
 
 
-def _trainer(cfg, accelerator: Accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path) -> Trainer:
+def _trainer(
+    cfg, accelerator: Accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path, image_size: int
+) -> Trainer:
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
     stopping = cfg.trainer.get("early_stopping")
-    image_size = cfg.dataset.image_size
     return Trainer(
         accelerator,
         model,
