@@ -49,9 +49,21 @@ class Selection:
 
 @dataclass
 class EarlyStopping:
+    """Stop after `patience` epochs in a row without the monitored metric improving."""
+
     monitor: str = "val/loss"
     mode: str = "min"
     patience: int = 5
+
+    def __post_init__(self):
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"trainer.early_stopping.mode={self.mode!r} must be 'min' or 'max'")
+
+    def update(self, value: float, best: float | None, bad_epochs: int) -> tuple[float, int]:
+        """The new (best value, epochs without improvement) after an epoch that scored `value`."""
+        if Selection(self.monitor, "minimize" if self.mode == "min" else "maximize").improves(value, best):
+            return value, 0
+        return best, bad_epochs + 1
 
 
 @dataclass
@@ -222,13 +234,13 @@ class Trainer:
         rule = self.early_stopping
         if rule is None:
             return False
-        value = val_metrics[rule.monitor]
-        better = Selection(rule.monitor, "minimize" if rule.mode == "min" else "maximize")
-        if better.improves(value, self.state.monitor_best):
-            self.state.monitor_best, self.state.bad_epochs = value, 0
-        else:
-            self.state.bad_epochs += 1
-        return self.state.bad_epochs >= rule.patience
+        if rule.monitor not in val_metrics:
+            raise ConfigError(f"trainer.early_stopping.monitor={rule.monitor!r} is not one of {', '.join(val_metrics)}")
+        state = self.state
+        state.monitor_best, state.bad_epochs = rule.update(
+            val_metrics[rule.monitor], state.monitor_best, state.bad_epochs
+        )
+        return state.bad_epochs >= rule.patience
 
     # -- checkpoints ----------------------------------------------------------------------
     def _save_best(self, metrics: dict) -> None:

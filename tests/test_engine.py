@@ -1,0 +1,65 @@
+"""Engine pieces on their own: early stopping, best-epoch selection, checkpoints, metrics, precision checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cellexp.engine.accelerator import make_accelerator
+from cellexp.engine.checkpoint import CheckpointManager, load_model_state, load_training_state
+from cellexp.engine.loop import EarlyStopping, Selection
+from cellexp.engine.metrics import classification_metrics, confusion_matrix
+from cellexp.errors import ConfigError
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    rule = EarlyStopping(monitor="val/loss", mode="min", patience=2)
+    best, bad = None, 0
+    stops = []
+    for loss in (1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.8):
+        best, bad = rule.update(loss, best, bad)
+        stops.append(bad >= rule.patience)
+    assert best == 0.7
+    assert stops == [False, False, False, True, False, False, True]
+    with pytest.raises(ConfigError, match="mode='lowest'"):
+        EarlyStopping(mode="lowest")
+
+
+def test_selection_direction():
+    assert Selection("val/accuracy", "maximize").improves(0.6, 0.5)
+    assert not Selection("val/loss", "minimize").improves(0.6, 0.5)
+    with pytest.raises(ConfigError, match="direction='up'"):
+        Selection("val/loss", "up")
+
+
+def test_checkpoints_keep_the_last_k_and_load_with_weights_only(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    for epoch in (1, 2, 3):
+        state = {"loop": {"epoch": epoch}, "torch_rng": torch.get_rng_state(), "optimizer": {"lr": [0.1]}}
+        manager.save(f"epoch_{epoch:04d}", weights, state, {"epoch": epoch, "step_in_epoch": 0})
+    manager.save("epoch_0002_step_000005", weights, {"loop": {"epoch": 2}}, {"epoch": 2, "step_in_epoch": 5})
+    manager.save("best", weights, None, {"epoch": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "epoch_0002_step_000005", "epoch_0003"]
+    assert [p.name for p in manager.resumable()] == ["epoch_0002_step_000005", "epoch_0003"]
+    assert manager.latest().name == "epoch_0003"
+    assert load_training_state(manager.latest())["loop"]["epoch"] == 3  # torch.load(weights_only=True) inside
+    assert torch.equal(load_model_state(tmp_path / "best")["w"], weights["w"])
+
+
+def test_metrics_over_a_whole_split_match_a_hand_count():
+    names = ["a", "b", "c"]
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 0, 0, 1, 1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(predicted, 3).float() * 5
+    metrics = classification_metrics(logits, targets, names)
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["balanced_accuracy"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
+    assert metrics["recall/a"] == pytest.approx(3 / 4) and metrics["recall/c"] == pytest.approx(1 / 2)
+    assert confusion_matrix(logits, targets, 3).tolist() == [[3, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_unknown_precision_is_named():
+    with pytest.raises(ConfigError, match="trainer.precision='fp8'"):
+        make_accelerator(OmegaConf.create({"precision": "fp8", "cpu": True, "grad_accum_steps": 1, "compile": False}))
