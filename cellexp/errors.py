@@ -9,7 +9,7 @@ class DataError(CellexpError):
     """A dataset folder, annotation file or image that cannot be used."""
 
 
-class ConfigError(CellexpError):
+class ConfigError(CellexpError, ValueError):
     """A config value that does not fit the rest of the run."""
 
 

@@ -52,3 +52,10 @@ def test_unknown_checkpoint_is_named(tmp_path):
     result = train("ckpt=no_such_run", tmp_path=tmp_path)
     assert result.returncode == 1
     assert "ckpt='no_such_run' is neither an existing file or folder nor an MLflow run id" in result.stderr
+
+
+def test_image_size_that_does_not_fit_the_patch_size_is_named(tmp_path):
+    result = train("backbone=vit_b32", "dataset.image_size=48", "dataset.limit=8", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "image_size=48 is not divisible by the patch size 32" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -238,7 +238,9 @@ def test_an_empty_target_folder_is_used_but_a_foreign_one_is_refused(tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("kwargs", [{"images_per_line": {"training": 1}}, {"density": 0.0}, {"height": 8}])
+@pytest.mark.parametrize(
+    "kwargs", [{"images_per_line": {"training": 1}}, {"density": 0.0}, {"height": 8}, {"seed": -1}]
+)
 def test_bad_settings_fail_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         _generate(tmp_path / "bad", **kwargs)

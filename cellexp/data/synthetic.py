@@ -13,10 +13,10 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 from filelock import FileLock
@@ -135,7 +135,7 @@ def generate_synthetic_livecell(
     root = Path(root)
     if (root / COMPLETE_MARKER).exists():
         return root
-    _check_arguments(images_per_line, height, width, density)
+    _check_arguments(seed, images_per_line, height, width, density)
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if (root / COMPLETE_MARKER).exists():
@@ -152,8 +152,10 @@ def generate_synthetic_livecell(
     return root
 
 
-def _check_arguments(images_per_line: Mapping[str, int], height: int, width: int, density: float) -> None:
+def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> None:
     """Fail before any work on settings that cannot make a dataset."""
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (it seeds numpy's Generator), got {seed!r}")
     unknown = set(images_per_line) - set(SPLITS)
     if unknown:
         raise ValueError(f"images_per_line has unknown splits {sorted(unknown)}; expected some of {SPLITS}")
@@ -191,11 +193,12 @@ def _write_dataset(out: Path, seed: int, images_per_line: Mapping[str, int], hei
     for split, line, index in tqdm(jobs, desc="synthetic LIVECell", unit="img", leave=False):
         rng = np.random.default_rng([seed, SPLITS.index(split), CELL_LINES.index(line), index])
         name = _image_name(rng, split, line, index)
-        pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density)
+        pixels, polygons = _render_image(rng, LINE_STYLES[line], height, width, density)
         Image.fromarray(pixels, mode="L").save(out / image_dir_for_split(split) / name, format="TIFF")
         coco[split]["images"].append({"id": next_image_id, "file_name": name, "width": width, "height": height})
         for polygon in polygons:
-            coco[split]["annotations"][str(next_annotation_id)] = _annotation(next_annotation_id, next_image_id, polygon)
+            annotation = _annotation(next_annotation_id, next_image_id, polygon)
+            coco[split]["annotations"][str(next_annotation_id)] = annotation
             next_annotation_id += 1
         next_image_id += 1
 
@@ -234,7 +237,7 @@ def _annotation(annotation_id: int, image_id: int, polygon: np.ndarray) -> dict:
         "id": annotation_id,
         "image_id": image_id,
         "category_id": 1,
-        "segmentation": [[round(float(v), 2) for v in polygon.ravel()]],
+        "segmentation": [polygon.ravel().tolist()],  # already rounded to 0.01 px by _clip_polygon
         "area": round(_polygon_area(polygon), 2),
         "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
         "iscrowd": 0,
@@ -249,7 +252,7 @@ def _polygon_area(polygon: np.ndarray) -> float:
 # ---------------------------------------------------------------- one image
 
 
-def render_image(rng: np.random.Generator, style: LineStyle, height: int, width: int,
+def _render_image(rng: np.random.Generator, style: LineStyle, height: int, width: int,
                  density: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """One uint8 image of a single line and the (N, 2) polygons of its cells, in drawing order."""
     background = _background(rng, height, width)
@@ -259,7 +262,7 @@ def render_image(rng: np.random.Generator, style: LineStyle, height: int, width:
     radii = rng.uniform(*style.radius, size=count)
     centres, radii = _place_centres(rng, style, radii, height, width)
     polygons = []
-    for centre, radius in zip(centres, radii):
+    for centre, radius in zip(centres, radii, strict=True):
         polygon = _clip_polygon(_cell_outline(rng, style, centre, radius), height, width)
         if polygon is None:
             continue
@@ -306,7 +309,7 @@ def _cell_count(rng: np.random.Generator, style: LineStyle, height: int, width: 
 
 def _place_centres(rng: np.random.Generator, style: LineStyle, radii: np.ndarray, height: int,
                    width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (and the radii of the cells that found room) that keep `spacing` between neighbours; some lines grow in colonies.
+    """Centres, and the radii of the cells that found room, kept `spacing` apart; some lines grow in colonies.
 
     Each cell tries a batch of candidates at once (vectorised); a cell with no free spot is
     dropped, so very high densities saturate instead of stacking cells on top of each other.
@@ -358,7 +361,7 @@ def _cell_outline(rng: np.random.Generator, style: LineStyle, centre: np.ndarray
 
     shape = 1.0 + _harmonics(rng, theta, range(2, 5), style.lobes) + _harmonics(rng, theta, range(5, 13), style.jag)
     r = radius * np.maximum(shape, 0.35)
-    for angle, width, length in zip(spike_angle, spike_width, spike_length):
+    for angle, width, length in zip(spike_angle, spike_width, spike_length, strict=True):
         offset = np.angle(np.exp(1j * (theta - angle)))  # wrapped to (-pi, pi]
         r = r + length * np.exp(-((offset / width) ** 2))
 

@@ -15,6 +15,8 @@ from timm.layers import HybridEmbed, PatchEmbed
 from timm.models import VisionTransformer, get_pretrained_cfg
 from torch import nn
 
+from cellexp.errors import ConfigError
+
 FAMILIES: tuple[str, ...] = ("cnn", "vit", "mixer", "hybrid")
 # Families whose timm models cut the image into patches and size their layers from `img_size`.
 PATCH_FAMILIES: tuple[str, ...] = ("vit", "mixer")
@@ -93,14 +95,14 @@ def hybrid_backbone(
 def _check_family(family: str, allowed: tuple[str, ...]) -> None:
     """Reject a misspelt or misplaced family early, since XAI code trusts the tag."""
     if family not in allowed:
-        raise ValueError(f"backbone family {family!r} is not one of {allowed} for this factory")
+        raise ConfigError(f"backbone family {family!r} is not one of {allowed} for this factory")
 
 
 def _check_mixer_pretrained_size(model_name: str, image_size: int) -> None:
     """Mixer token-mixing weights are sized by the patch count, so pretrained ones only fit their own image size."""
     pretrained_size = get_pretrained_cfg(model_name).input_size[-1]
     if image_size != pretrained_size:
-        raise ValueError(
+        raise ConfigError(
             f"pretrained {model_name} needs image_size={pretrained_size} (its token-mixing MLPs are sized by "
             f"the patch count); got image_size={image_size}"
         )
@@ -110,7 +112,7 @@ def _check_patch_divisible(model: nn.Module, image_size: int, model_name: str) -
     """Fail at build time rather than silently cropping (or failing at the first batch) on a partial patch."""
     patch = next(m for m in model.modules() if isinstance(m, PatchEmbed)).patch_size[0]
     if image_size % patch:
-        raise ValueError(f"image_size={image_size} is not divisible by the patch size {patch} of {model_name}")
+        raise ConfigError(f"image_size={image_size} is not divisible by the patch size {patch} of {model_name}")
 
 
 def _tag(model: nn.Module, family: str) -> nn.Module:
