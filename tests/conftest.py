@@ -18,15 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 # A tiny but learnable setup: test models, small crops, a small synthetic dataset.
-TINY = [
+TINY_MODEL = [
     "backbone=test_resnet",
-    "dataset.generate.images_per_line={train:3,val:1,test:1}",
     "dataset.crop_size=48",
     "dataset.image_size=32",
     "trainer.batch_size=32",
     "trainer.max_epochs=2",
     "trainer.cpu=true",
 ]
+TINY = [*TINY_MODEL, "dataset.generate.images_per_line={train:3,val:1,test:1}"]
 
 
 def _test_name() -> str:

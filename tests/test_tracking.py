@@ -1,0 +1,46 @@
+"""MLflow wiring: which store wins, how the config becomes params, and what a corrupt image leaves behind."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+import cellexp
+from cellexp.tracking import flatten_params, tracking_uri
+from tests.conftest import TINY_MODEL
+from tests.test_data import _write_dataset
+
+
+def test_environment_tracking_uri_wins_over_the_config(monkeypatch):
+    logger = OmegaConf.create({"tracking_uri": "sqlite:////from/config.db"})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(logger) == "sqlite:////from/config.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(logger) == "http://127.0.0.1:5000"
+
+
+def test_config_flattens_to_dotted_params_within_mlflow_limits():
+    params = flatten_params({"optim": {"lr": 0.001, "betas": [0.9, 0.99]}, "ckpt": None, "note": "x" * 7000, "e": {}})
+    assert params["optim.lr"] == "0.001" and params["optim.betas"] == "[0.9, 0.99]"
+    assert params["ckpt"] == "None" and params["e"] == "{}"
+    assert len(params["note"]) == 6000
+
+
+@pytest.mark.slow
+def test_corrupt_image_is_skipped_and_reported_in_mlflow(make_cfg, tmp_path, caplog):
+    root = tmp_path / "LIVECell"
+    sources = _write_dataset(root)
+    broken = next(sources["train"].image_dir.glob("SKOV3*04h*.tif"))
+    broken.write_bytes(b"\x00corrupt")
+    overrides = [*TINY_MODEL, "dataset=livecell", f"dataset.root={root}", "trainer.max_epochs=1"]
+    cfg = make_cfg(overrides, tiny=False)
+    cellexp.run(cfg)
+    assert f"image skipped during preparation: {broken.name}" in caplog.text
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id])[0]
+    assert run.data.metrics["data/images_failed"] == 1
+    assert run.data.metrics["data/train_crops"] == 2  # the other train image's two cells
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "data")] == ["data/summary.json"]
