@@ -22,6 +22,7 @@ from cellexp.data.livecell import (
     parse_image_name,
 )
 from cellexp.data.synthetic import COMPLETE_MARKER, generate_synthetic_livecell
+from cellexp.errors import DataError
 
 SMALL = {"train": 1, "val": 1, "test": 1}
 HEIGHT, WIDTH = 200, 272
@@ -233,7 +234,7 @@ def test_an_empty_target_folder_is_used_but_a_foreign_one_is_refused(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="refusing"):
+    with pytest.raises(DataError, match="refusing"):
         _generate(foreign, images_per_line={"test": 1})
     assert (foreign / "notes.txt").read_text() == "mine"
 

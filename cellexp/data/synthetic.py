@@ -32,6 +32,7 @@ from cellexp.data.livecell import (
     image_dir_for_split,
     image_file_name,
 )
+from cellexp.errors import ConfigError, DataError
 
 __all__ = ["LineStyle", "LINE_STYLES", "DEFAULT_IMAGES_PER_LINE", "COMPLETE_MARKER", "generate_synthetic_livecell"]
 
@@ -70,48 +71,172 @@ class LineStyle:
     clustering: float  # share of cells placed around a few colony centres instead of uniformly
 
 
-LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType({
-    # glioblastoma: spindly, irregular, a few short processes; look-alike of SKOV3
-    "A172": LineStyle(count=(45, 75), radius=(13, 22), elongation=(1.6, 3.2), lobes=(0.05, 0.2),
-                      jag=(0.03, 0.08), neurites=(0, 2), neurite_length=(0.4, 1.0), body=(-22, -8),
-                      texture=(4, 8), granularity=(0.3, 0.7), nucleus_ratio=(0.3, 0.45), nucleus=(-10, 0),
-                      rim=(4, 12), rim_width=(1.0, 2.0), halo=(10, 25), spacing=0.9, clustering=0.0),
-    # breast carcinoma: small, round, packed in dense colonies; look-alike of MCF7
-    "BT474": LineStyle(count=(110, 150), radius=(7, 11), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
-                       jag=(0.0, 0.03), neurites=(0, 0), neurite_length=(0, 0), body=(-22, -8),
-                       texture=(3, 7), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-12, -2),
-                       rim=(2, 8), rim_width=(0.8, 1.5), halo=(6, 16), spacing=0.75, clustering=0.8),
-    # microglia: small, round, bright with a strong halo; look-alike of SkBr3
-    "BV2": LineStyle(count=(80, 130), radius=(6.5, 11), elongation=(1.0, 1.4), lobes=(0.02, 0.1),
-                     jag=(0.0, 0.03), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-8, 8),
-                     texture=(2, 5), granularity=(0.0, 0.4), nucleus_ratio=(0.35, 0.55), nucleus=(-8, 4),
-                     rim=(8, 18), rim_width=(1.0, 2.0), halo=(16, 36), spacing=1.0, clustering=0.2),
-    # hepatoma: large, flat, polygonal, coarse texture
-    "Huh7": LineStyle(count=(40, 60), radius=(18, 28), elongation=(1.0, 1.6), lobes=(0.08, 0.22),
-                      jag=(0.01, 0.04), neurites=(0, 0), neurite_length=(0, 0), body=(-14, -2),
-                      texture=(6, 12), granularity=(0.6, 1.0), nucleus_ratio=(0.25, 0.4), nucleus=(-14, -4),
-                      rim=(2, 8), rim_width=(1.0, 2.5), halo=(6, 14), spacing=0.85, clustering=0.5),
-    # breast adenocarcinoma: medium, round epithelial colonies; look-alike of BT474
-    "MCF7": LineStyle(count=(90, 140), radius=(9, 13), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
-                      jag=(0.0, 0.03), neurites=(0, 0), neurite_length=(0, 0), body=(-20, -6),
-                      texture=(3, 7), granularity=(0.3, 0.7), nucleus_ratio=(0.35, 0.55), nucleus=(-12, -2),
-                      rim=(2, 8), rim_width=(0.8, 1.8), halo=(6, 16), spacing=0.8, clustering=0.7),
-    # neuroblastoma: small bodies with long thin neurites
-    "SHSY5Y": LineStyle(count=(60, 100), radius=(7, 11), elongation=(1.0, 1.8), lobes=(0.03, 0.12),
-                        jag=(0.0, 0.04), neurites=(0, 3), neurite_length=(0.5, 2.2), body=(-18, -4),
-                        texture=(3, 6), granularity=(0.2, 0.6), nucleus_ratio=(0.4, 0.6), nucleus=(-10, 0),
-                        rim=(4, 12), rim_width=(0.8, 1.5), halo=(10, 22), spacing=0.95, clustering=0.3),
-    # breast adenocarcinoma: medium, round, haloed; look-alike of BV2
-    "SkBr3": LineStyle(count=(70, 110), radius=(7.5, 12.5), elongation=(1.0, 1.5), lobes=(0.03, 0.12),
-                       jag=(0.0, 0.04), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-10, 6),
-                       texture=(3, 6), granularity=(0.1, 0.5), nucleus_ratio=(0.35, 0.55), nucleus=(-10, 2),
-                       rim=(6, 16), rim_width=(1.0, 2.0), halo=(14, 32), spacing=0.95, clustering=0.3),
-    # ovarian carcinoma: large, irregular, elongated; look-alike of A172
-    "SKOV3": LineStyle(count=(40, 70), radius=(16, 25), elongation=(1.4, 2.6), lobes=(0.1, 0.25),
-                       jag=(0.02, 0.07), neurites=(0, 1), neurite_length=(0.3, 0.8), body=(-20, -6),
-                       texture=(5, 10), granularity=(0.4, 0.8), nucleus_ratio=(0.3, 0.45), nucleus=(-12, -2),
-                       rim=(3, 10), rim_width=(1.0, 2.0), halo=(8, 20), spacing=0.85, clustering=0.2),
-})
+# fmt: off  (one line per cell line reads as a table)
+LINE_STYLES: Mapping[str, LineStyle] = MappingProxyType(
+    {
+        # glioblastoma: spindly, irregular, a few short processes; look-alike of SKOV3
+        "A172": LineStyle(
+            count=(45, 75),
+            radius=(13, 22),
+            elongation=(1.6, 3.2),
+            lobes=(0.05, 0.2),
+            jag=(0.03, 0.08),
+            neurites=(0, 2),
+            neurite_length=(0.4, 1.0),
+            body=(-22, -8),
+            texture=(4, 8),
+            granularity=(0.3, 0.7),
+            nucleus_ratio=(0.3, 0.45),
+            nucleus=(-10, 0),
+            rim=(4, 12),
+            rim_width=(1.0, 2.0),
+            halo=(10, 25),
+            spacing=0.9,
+            clustering=0.0,
+        ),
+        # breast carcinoma: small, round, packed in dense colonies; look-alike of MCF7
+        "BT474": LineStyle(
+            count=(110, 150),
+            radius=(7, 11),
+            elongation=(1.0, 1.4),
+            lobes=(0.02, 0.1),
+            jag=(0.0, 0.03),
+            neurites=(0, 0),
+            neurite_length=(0, 0),
+            body=(-22, -8),
+            texture=(3, 7),
+            granularity=(0.2, 0.6),
+            nucleus_ratio=(0.4, 0.6),
+            nucleus=(-12, -2),
+            rim=(2, 8),
+            rim_width=(0.8, 1.5),
+            halo=(6, 16),
+            spacing=0.75,
+            clustering=0.8,
+        ),
+        # microglia: small, round, bright with a strong halo; look-alike of SkBr3
+        "BV2": LineStyle(
+            count=(80, 130),
+            radius=(6.5, 11),
+            elongation=(1.0, 1.4),
+            lobes=(0.02, 0.1),
+            jag=(0.0, 0.03),
+            neurites=(0, 1),
+            neurite_length=(0.3, 0.8),
+            body=(-8, 8),
+            texture=(2, 5),
+            granularity=(0.0, 0.4),
+            nucleus_ratio=(0.35, 0.55),
+            nucleus=(-8, 4),
+            rim=(8, 18),
+            rim_width=(1.0, 2.0),
+            halo=(16, 36),
+            spacing=1.0,
+            clustering=0.2,
+        ),
+        # hepatoma: large, flat, polygonal, coarse texture
+        "Huh7": LineStyle(
+            count=(40, 60),
+            radius=(18, 28),
+            elongation=(1.0, 1.6),
+            lobes=(0.08, 0.22),
+            jag=(0.01, 0.04),
+            neurites=(0, 0),
+            neurite_length=(0, 0),
+            body=(-14, -2),
+            texture=(6, 12),
+            granularity=(0.6, 1.0),
+            nucleus_ratio=(0.25, 0.4),
+            nucleus=(-14, -4),
+            rim=(2, 8),
+            rim_width=(1.0, 2.5),
+            halo=(6, 14),
+            spacing=0.85,
+            clustering=0.5,
+        ),
+        # breast adenocarcinoma: medium, round epithelial colonies; look-alike of BT474
+        "MCF7": LineStyle(
+            count=(90, 140),
+            radius=(9, 13),
+            elongation=(1.0, 1.5),
+            lobes=(0.03, 0.12),
+            jag=(0.0, 0.03),
+            neurites=(0, 0),
+            neurite_length=(0, 0),
+            body=(-20, -6),
+            texture=(3, 7),
+            granularity=(0.3, 0.7),
+            nucleus_ratio=(0.35, 0.55),
+            nucleus=(-12, -2),
+            rim=(2, 8),
+            rim_width=(0.8, 1.8),
+            halo=(6, 16),
+            spacing=0.8,
+            clustering=0.7,
+        ),
+        # neuroblastoma: small bodies with long thin neurites
+        "SHSY5Y": LineStyle(
+            count=(60, 100),
+            radius=(7, 11),
+            elongation=(1.0, 1.8),
+            lobes=(0.03, 0.12),
+            jag=(0.0, 0.04),
+            neurites=(0, 3),
+            neurite_length=(0.5, 2.2),
+            body=(-18, -4),
+            texture=(3, 6),
+            granularity=(0.2, 0.6),
+            nucleus_ratio=(0.4, 0.6),
+            nucleus=(-10, 0),
+            rim=(4, 12),
+            rim_width=(0.8, 1.5),
+            halo=(10, 22),
+            spacing=0.95,
+            clustering=0.3,
+        ),
+        # breast adenocarcinoma: medium, round, haloed; look-alike of BV2
+        "SkBr3": LineStyle(
+            count=(70, 110),
+            radius=(7.5, 12.5),
+            elongation=(1.0, 1.5),
+            lobes=(0.03, 0.12),
+            jag=(0.0, 0.04),
+            neurites=(0, 1),
+            neurite_length=(0.3, 0.8),
+            body=(-10, 6),
+            texture=(3, 6),
+            granularity=(0.1, 0.5),
+            nucleus_ratio=(0.35, 0.55),
+            nucleus=(-10, 2),
+            rim=(6, 16),
+            rim_width=(1.0, 2.0),
+            halo=(14, 32),
+            spacing=0.95,
+            clustering=0.3,
+        ),
+        # ovarian carcinoma: large, irregular, elongated; look-alike of A172
+        "SKOV3": LineStyle(
+            count=(40, 70),
+            radius=(16, 25),
+            elongation=(1.4, 2.6),
+            lobes=(0.1, 0.25),
+            jag=(0.02, 0.07),
+            neurites=(0, 1),
+            neurite_length=(0.3, 0.8),
+            body=(-20, -6),
+            texture=(5, 10),
+            granularity=(0.4, 0.8),
+            nucleus_ratio=(0.3, 0.45),
+            nucleus=(-12, -2),
+            rim=(3, 10),
+            rim_width=(1.0, 2.0),
+            halo=(8, 20),
+            spacing=0.85,
+            clustering=0.2,
+        ),
+    }
+)
+# fmt: on
 
 
 # ---------------------------------------------------------------- public entry
@@ -155,22 +280,22 @@ def generate_synthetic_livecell(
 def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> None:
     """Fail before any work on settings that cannot make a dataset."""
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer (it seeds numpy's Generator), got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative integer (it seeds numpy's Generator), got {seed!r}")
     unknown = set(images_per_line) - set(SPLITS)
     if unknown:
-        raise ValueError(f"images_per_line has unknown splits {sorted(unknown)}; expected some of {SPLITS}")
+        raise ConfigError(f"images_per_line has unknown splits {sorted(unknown)}; expected some of {SPLITS}")
     if any(int(n) < 0 for n in images_per_line.values()):
-        raise ValueError(f"images_per_line must be non-negative, got {dict(images_per_line)}")
+        raise ConfigError(f"images_per_line must be non-negative, got {dict(images_per_line)}")
     if height < 32 or width < 32:
-        raise ValueError(f"height and width must be at least 32 px, got {height}x{width}")
+        raise ConfigError(f"height and width must be at least 32 px, got {height}x{width}")
     if not density > 0:
-        raise ValueError(f"density must be positive, got {density}")
+        raise ConfigError(f"density must be positive, got {density}")
 
 
 def _check_target_free(root: Path) -> None:
     """Never replace a folder with someone else's files in it."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(
+        raise DataError(
             f"{root} exists, is not empty and has no {COMPLETE_MARKER} marker; "
             "refusing to overwrite it with synthetic data (pick an empty or new folder)"
         )
@@ -179,15 +304,20 @@ def _check_target_free(root: Path) -> None:
 # ---------------------------------------------------------------- dataset assembly
 
 
-def _write_dataset(out: Path, seed: int, images_per_line: Mapping[str, int], height: int, width: int,
-                   density: float) -> None:
+def _write_dataset(
+    out: Path, seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float
+) -> None:
     """Images and the three json files, then the completion marker last."""
     for split in SPLITS:
         (out / image_dir_for_split(split)).mkdir(parents=True, exist_ok=True)
     (out / ANNOTATION_DIR).mkdir(parents=True, exist_ok=True)
 
-    jobs = [(split, line, index) for split in SPLITS for line in CELL_LINES
-            for index in range(int(images_per_line.get(split, 0)))]
+    jobs = [
+        (split, line, index)
+        for split in SPLITS
+        for line in CELL_LINES
+        for index in range(int(images_per_line.get(split, 0)))
+    ]
     coco = {split: _empty_coco(seed) for split in SPLITS}
     next_image_id, next_annotation_id = 1, 1
     for split, line, index in tqdm(jobs, desc="synthetic LIVECell", unit="img", leave=False):
@@ -205,8 +335,13 @@ def _write_dataset(out: Path, seed: int, images_per_line: Mapping[str, int], hei
     for split in SPLITS:
         text = json.dumps(coco[split], separators=(",", ":"))
         (out / ANNOTATION_DIR / annotation_file_name(split)).write_text(text)
-    settings = {"seed": seed, "images_per_line": dict(images_per_line), "height": height, "width": width,
-                "density": density}
+    settings = {
+        "seed": seed,
+        "images_per_line": dict(images_per_line),
+        "height": height,
+        "width": width,
+        "density": density,
+    }
     (out / COMPLETE_MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
 
 
@@ -252,8 +387,9 @@ def _polygon_area(polygon: np.ndarray) -> float:
 # ---------------------------------------------------------------- one image
 
 
-def _render_image(rng: np.random.Generator, style: LineStyle, height: int, width: int,
-                 density: float) -> tuple[np.ndarray, list[np.ndarray]]:
+def _render_image(
+    rng: np.random.Generator, style: LineStyle, height: int, width: int, density: float
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """One uint8 image of a single line and the (N, 2) polygons of its cells, in drawing order."""
     background = _background(rng, height, width)
     canvas = background.copy()
@@ -307,8 +443,9 @@ def _cell_count(rng: np.random.Generator, style: LineStyle, height: int, width: 
     return max(1, int(round(base * density * height * width / _REFERENCE_AREA)))
 
 
-def _place_centres(rng: np.random.Generator, style: LineStyle, radii: np.ndarray, height: int,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
+def _place_centres(
+    rng: np.random.Generator, style: LineStyle, radii: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Centres, and the radii of the cells that found room, kept `spacing` apart; some lines grow in colonies.
 
     Each cell tries a batch of candidates at once (vectorised); a cell with no free spot is
@@ -331,8 +468,9 @@ def _place_centres(rng: np.random.Generator, style: LineStyle, radii: np.ndarray
     return placed, placed_r
 
 
-def _candidate_centres(rng: np.random.Generator, style: LineStyle, colonies: np.ndarray, spread: float,
-                       height: int, width: int, n: int) -> np.ndarray:
+def _candidate_centres(
+    rng: np.random.Generator, style: LineStyle, colonies: np.ndarray, spread: float, height: int, width: int, n: int
+) -> np.ndarray:
     """Uniform candidates mixed with candidates around colony centres."""
     uniform = rng.uniform((0, 0), (width, height), size=(n, 2))
     around = colonies[rng.integers(0, len(colonies), size=n)] + rng.normal(0, spread, size=(n, 2))
@@ -395,9 +533,16 @@ def _clip_polygon(polygon: np.ndarray, height: int, width: int) -> np.ndarray | 
 # ---------------------------------------------------------------- one cell's pixels
 
 
-def _paint_cell(rng: np.random.Generator, style: LineStyle, canvas: np.ndarray, background: np.ndarray,
-                texture: tuple[np.ndarray, np.ndarray], polygon: np.ndarray, centre: np.ndarray,
-                radius: float) -> None:
+def _paint_cell(
+    rng: np.random.Generator,
+    style: LineStyle,
+    canvas: np.ndarray,
+    background: np.ndarray,
+    texture: tuple[np.ndarray, np.ndarray],
+    polygon: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+) -> None:
     """Draw one cell into `canvas` in place, working only in a patch around its polygon.
 
     Inside the polygon the cell replaces what was there (later cells occlude earlier ones);
@@ -417,9 +562,12 @@ def _paint_cell(rng: np.random.Generator, style: LineStyle, canvas: np.ndarray, 
 
     mix = rng.uniform(*style.granularity)
     grain = (1 - mix) * texture[0][y0:y1, x0:x1] + mix * texture[1][y0:y1, x0:x1]
-    body = (rng.uniform(*style.body) + rng.uniform(*style.texture) * grain
-            + rng.uniform(*style.rim) * np.exp(-(depth - 1) / rng.uniform(*style.rim_width))
-            + rng.uniform(*style.nucleus) * _nucleus(rng, style, centre - (x0, y0), radius, inside.shape))
+    body = (
+        rng.uniform(*style.body)
+        + rng.uniform(*style.texture) * grain
+        + rng.uniform(*style.rim) * np.exp(-(depth - 1) / rng.uniform(*style.rim_width))
+        + rng.uniform(*style.nucleus) * _nucleus(rng, style, centre - (x0, y0), radius, inside.shape)
+    )
     halo = rng.uniform(*style.halo) * np.exp(-reach / 1.6)
 
     patch = canvas[y0:y1, x0:x1]
@@ -433,14 +581,15 @@ def _fill_mask(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(image, dtype=bool)
 
 
-def _nucleus(rng: np.random.Generator, style: LineStyle, centre: np.ndarray, radius: float,
-             shape: tuple[int, int]) -> np.ndarray:
+def _nucleus(
+    rng: np.random.Generator, style: LineStyle, centre: np.ndarray, radius: float, shape: tuple[int, int]
+) -> np.ndarray:
     """A soft-edged ellipse near the centre, weight 1 inside, fading to 0 over ~15% of its radius."""
     ratio = rng.uniform(*style.nucleus_ratio)
     a, b = radius * ratio * rng.uniform(0.9, 1.3), radius * ratio * rng.uniform(0.8, 1.1)
     cx, cy = centre + rng.normal(0, 0.12 * radius, 2)
     turn = rng.uniform(0, math.pi)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     dx, dy = xx - cx, yy - cy
     u = (math.cos(turn) * dx + math.sin(turn) * dy) / a
     v = (-math.sin(turn) * dx + math.cos(turn) * dy) / b
