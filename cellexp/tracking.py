@@ -65,13 +65,16 @@ def configure_mlflow(logger_cfg: DictConfig) -> str:
     """Point MLflow at the store and experiment; return the experiment id."""
     import mlflow
 
-    uri = tracking_uri(logger_cfg)
-    mlflow.set_tracking_uri(uri)
+    from_environment = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(logger_cfg))
+    # MLflow exports the URI to the environment; undo that so that the next run's config still counts.
+    if from_environment is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     experiment = mlflow.get_experiment_by_name(logger_cfg.experiment_name)
     if experiment is not None:
         return experiment.experiment_id
     # A store named in the config keeps artifacts beside it; a server from the environment decides itself.
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else logger_cfg.artifact_location
+    location = None if from_environment else logger_cfg.artifact_location
     return mlflow.create_experiment(logger_cfg.experiment_name, artifact_location=location)
 
 

@@ -56,6 +56,7 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
         "classify",
     }
     assert "git_commit" in run.data.tags
+    assert run.info.artifact_uri.startswith(f"file://{tmp_path / 'mlartifacts'}")  # where the config puts them
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "test", "checkpoints", "data"} <= artifacts
     test_files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import cellexp
-from cellexp.tracking import flatten_params, tracking_uri
+from cellexp.tracking import configure_mlflow, flatten_params, tracking_uri
 from tests.conftest import TINY_MODEL
 from tests.test_data import _write_dataset
 
@@ -19,6 +21,23 @@ def test_environment_tracking_uri_wins_over_the_config(monkeypatch):
     assert tracking_uri(logger) == "sqlite:////from/config.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(logger) == "http://127.0.0.1:5000"
+
+
+def test_configured_store_keeps_artifacts_where_the_config_says(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = OmegaConf.create(
+        {
+            "tracking_uri": f"sqlite:///{tmp_path / 'a.db'}",
+            "experiment_name": "e",
+            "artifact_location": f"file://{tmp_path / 'artifacts'}",
+        }
+    )
+    experiment_id = configure_mlflow(first)
+    assert mlflow.get_experiment(experiment_id).artifact_location == f"file://{tmp_path / 'artifacts'}"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # a later run with another store is not overridden
+    second = OmegaConf.create({**first, "tracking_uri": f"sqlite:///{tmp_path / 'b.db'}"})
+    configure_mlflow(second)
+    assert mlflow.get_tracking_uri() == second.tracking_uri
 
 
 def test_config_flattens_to_dotted_params_within_mlflow_limits():
