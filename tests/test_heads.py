@@ -1,0 +1,40 @@
+"""Heads: shapes, and the MLP control sized to a parameter budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cellexp.errors import ConfigError
+from cellexp.models.heads import LinearHead, MLPHead, mlp_param_count
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_linear_head_maps_embeddings_to_logits():
+    assert LinearHead(32, 8)(torch.randn(4, 32)).shape == (4, 8)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_mlp_parameter_count_formula(depth):
+    head = MLPHead(96, 8, depth=depth, width=40)
+    assert n_params(head) == mlp_param_count(96, 8, depth, 40)
+    assert head(torch.randn(3, 96)).shape == (3, 8)
+
+
+@pytest.mark.parametrize(("depth", "budget"), [(1, 50_000), (2, 776_000), (3, 23_204_360)])
+def test_mlp_width_from_budget_comes_within_one_width_step(depth, budget):
+    head = MLPHead(512, 8, depth=depth, param_budget=budget)
+    width = head[0].out_features
+    count = n_params(head)
+    step = abs(mlp_param_count(512, 8, depth, width + 1) - mlp_param_count(512, 8, depth, width))
+    assert abs(count - budget) <= step / 2 + 1
+
+
+def test_mlp_needs_exactly_one_of_width_and_budget():
+    with pytest.raises(ConfigError, match="exactly one of head.width and head.param_budget"):
+        MLPHead(16, 8, width=8, param_budget=1000)
+    with pytest.raises(ConfigError, match="exactly one"):
+        MLPHead(16, 8)
