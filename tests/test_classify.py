@@ -44,9 +44,12 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
         "val/auroc",
         "test/weighted_f1",
         "test/recall/SKOV3",
+        "model/total_params",
         "data/train_crops",
     ):
         assert key in metrics, key
+    assert metrics["model/head_params"] == 96 * 8 + 8  # test_resnet's 96-d embedding into 8 classes
+    assert metrics["model/total_params"] == metrics["model/backbone_params"] + metrics["model/head_params"]
     assert run.data.params["optim.optimizer.lr"] == "0.001"
     assert run.data.params["backbone.model_name"] == "test_resnet"
     assert {run.data.tags[k] for k in ("dataset", "backbone", "head", "task")} == {

@@ -44,6 +44,7 @@ def run(cfg: DictConfig) -> float:
         _load_weights(model, source.folder)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         _log_data_summary(tracker, data, accelerator)
+        _log_model_description(tracker, model, run_dir, accelerator)
         if source is not None:
             tracker.set_tags({"init_from": str(source.folder)})
         trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir, model_cfg.dataset.image_size)
@@ -165,6 +166,28 @@ def _test(cfg: DictConfig, trainer: Trainer, data: CropData, tracker, run_dir: P
             ),
         )
     return metrics
+
+
+def _log_model_description(tracker, model: CellClassifier, run_dir: Path, accelerator: Accelerator) -> None:
+    """Parameter counts for every run; heads that have more to say (a graph's statistics, a picture of it)
+    say it through `describe()` and `draw(path)`."""
+    if not accelerator.is_main_process:
+        return
+    metrics = {
+        f"model/{name}_params": _count(part)
+        for name, part in (("total", model), ("backbone", model.backbone), ("head", model.head))
+    }
+    describe = getattr(model.head, "describe", None)
+    if describe is not None:
+        metrics.update({f"head/{key}": value for key, value in describe().items()})
+    tracker.log_metrics(metrics)
+    draw = getattr(model.head, "draw", None)
+    if draw is not None:
+        tracker.log_artifact(draw(run_dir / "head" / "graph.png"), "head")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def _log_data_summary(tracker, data: CropData, accelerator: Accelerator) -> None:
