@@ -33,8 +33,14 @@ def test_mlp_width_from_budget_comes_within_one_width_step(depth, budget):
     assert abs(count - budget) <= step / 2 + 1
 
 
-def test_mlp_needs_exactly_one_of_width_and_budget():
-    with pytest.raises(ConfigError, match="exactly one of head.width and head.param_budget"):
+def test_mlp_matches_the_size_of_another_head_built_on_the_meta_device():
+    matched = MLPHead(512, 8, depth=2, match=lambda in_features, num_classes: MLPHead(in_features, 8, width=700))
+    assert abs(n_params(matched) - mlp_param_count(512, 8, 2, 700)) <= 2 * 700
+    assert matched[0].weight.device.type == "cpu"
+
+
+def test_mlp_needs_exactly_one_size():
+    with pytest.raises(ConfigError, match="exactly one of head.width, head.param_budget and head.match"):
         MLPHead(16, 8, width=8, param_budget=1000)
     with pytest.raises(ConfigError, match="exactly one"):
         MLPHead(16, 8)

@@ -7,7 +7,9 @@ heads slot in beside these without the rest of the code knowing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from cellexp.errors import ConfigError
@@ -23,8 +25,8 @@ class LinearHead(nn.Sequential):
 class MLPHead(nn.Sequential):
     """`depth` hidden layers of one width, GELU and dropout: the control for graph-shaped heads.
 
-    Give `width`, or `param_budget` to choose the width whose parameter count comes closest to it
-    (e.g. a tensor-network head's), so that ablations compare heads of equal size.
+    Give `width`, a `param_budget`, or `match`: a head factory (e.g. a tensor-network head's config)
+    whose parameter count becomes the budget, so that ablations compare heads of equal size.
     """
 
     def __init__(
@@ -34,17 +36,27 @@ class MLPHead(nn.Sequential):
         depth: int = 2,
         width: int | None = None,
         param_budget: int | None = None,
+        match: Callable[..., nn.Module] | None = None,
         dropout: float = 0.0,
     ):
         if depth < 1:
             raise ConfigError(f"head.depth={depth} must be at least 1")
-        if (width is None) == (param_budget is None):
-            raise ConfigError("give exactly one of head.width and head.param_budget")
+        if sum(x is not None for x in (width, param_budget, match)) != 1:
+            raise ConfigError("give exactly one of head.width, head.param_budget and head.match")
+        if match is not None:
+            param_budget = param_count_of(match, in_features, num_classes)
         width = width or width_for_budget(in_features, num_classes, depth, param_budget)
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [nn.Linear(in_features if i == 0 else width, width), nn.GELU(), nn.Dropout(dropout)]
         super().__init__(*layers, nn.Linear(width, num_classes))
+
+
+def param_count_of(factory: Callable[..., nn.Module], in_features: int, num_classes: int) -> int:
+    """Parameters of the head `factory` would build, counted on the meta device: no memory, no compute."""
+    with torch.device("meta"):
+        head = factory(in_features=in_features, num_classes=num_classes)
+    return sum(p.numel() for p in head.parameters())
 
 
 def mlp_param_count(in_features: int, num_classes: int, depth: int, width: int) -> int:
