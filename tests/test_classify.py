@@ -48,20 +48,23 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
         "data/train_crops",
     ):
         assert key in metrics, key
-    assert metrics["model/head_params"] == 96 * 8 + 8  # test_resnet's 96-d embedding into 8 classes
     assert metrics["model/total_params"] == metrics["model/backbone_params"] + metrics["model/head_params"]
+    # the default head is the connectome: its graph's statistics and picture travel with the run
+    assert (metrics["head/nodes"], metrics["head/edges"]) == (279, 3225)
+    assert metrics["head/reached_motors"] > 0
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "head")] == ["head/graph.png"]
     assert run.data.params["optim.optimizer.lr"] == "0.001"
     assert run.data.params["backbone.model_name"] == "test_resnet"
     assert {run.data.tags[k] for k in ("dataset", "backbone", "head", "task")} == {
         "synthetic",
         "test_resnet",
-        "linear",
+        "elegans",
         "classify",
     }
     assert "git_commit" in run.data.tags
     assert run.info.artifact_uri.startswith(f"file://{tmp_path / 'mlartifacts'}")  # where the config puts them
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "test", "checkpoints", "data"} <= artifacts
+    assert {"config.yaml", "test", "checkpoints", "data", "head"} <= artifacts
     test_files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
     assert test_files == {"test/confusion_matrix.png", "test/confusion_matrix.csv", "test/predictions.csv"}
     run_dir = tmp_path / "run"
@@ -113,3 +116,9 @@ def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
         ]
     )
     assert 0.0 <= cellexp.run(cfg) <= 1.0
+
+
+@pytest.mark.parametrize("head", ["elegans", "ba", "er", "ws", "mlp", "linear"])
+def test_every_head_trains_above_the_bar(make_cfg, head):
+    _, _, runs = _run_and_client(make_cfg([f"head={head}", "trainer.max_epochs=3"]))
+    assert runs[0].data.metrics["test/balanced_accuracy"] >= 0.4, head

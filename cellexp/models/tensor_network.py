@@ -1,0 +1,535 @@
+"""Connectome tensor-network head (Elegans-AI): embedding (B, D) -> logits (B, C) through a graph.
+
+Every sensor node holds the projected embedding. Signals then travel along the graph's edges in
+role phases; a node gets one trainable unit (Linear dim->dim, optional LayerNorm, activation)
+the first time a signal reaches it, and its state is that unit applied to the sum of the states
+of its in-neighbours that already have one. A learnable query cross-attends over the reached
+motor states, and a linear layer makes the logits.
+
+Propagation rule (`propagation_plan`). Steps are numbered globally; step 0 holds the sensors.
+A phase names the role that emits and the roles that receive. It starts from every node of the
+emitting role that already has a state; each step reaches the receiving-role nodes without a
+state that are out-neighbours of the previous step's emitters, and the newly reached nodes of
+the emitting role emit in the next step, until nothing new is reached. A node first reached at
+step t sums the states of its in-neighbours computed at steps < t, over the wiring's edge kinds
+(self-loops are ignored, parallel edges count once, nodes reached in the same step never feed
+each other). Once a node has a state it is never recomputed (first arrival).
+
+- wiring="full": phase A sensor -> {inter, motor}; phase B inter -> {inter, motor};
+  phase C motor -> {motor}. Every reached interneuron and motor gets a unit.
+- wiring="paper": phase A sensor -> {motor}; phase C motor -> {motor}; interneurons get no
+  unit. The published code never wires its interneurons to the output (a role-name mismatch),
+  so its parameter count is that of this sensor->motor network. On the published graph
+  (279 nodes, 98 S / 92 I / 89 M) phase A reaches the 60 motors with a sensor in-neighbour and
+  phase C 24 more through motor->motor chains (5 motors stay unreached): 84 units, i.e.
+  84 x (512^2 + 3 x 512) = 22,149,120 parameters, 23,204,360 with the attention (1,050,624),
+  the query (512) and the final Linear(512, 8) (4,104).
+
+Dead units: under first arrival a non-motor unit that no later motor draws on, directly or
+through other units, cannot influence the logits (e.g. an interneuron reached in phase A whose
+targets were all reached in phase A too: 73 of 180 units on the published graph with
+wiring="full"). They keep their parameters, so counts follow the per-node design, but are not
+computed; their gradients are zero.
+
+Read-out: the single learnable query makes the attention computable in closed form
+(`single_query_attention`) with the parameters and output of nn.MultiheadAttention but without
+projecting a key and a value for every motor state.
+
+Compute paths (`compute`): nodes reached in one step are independent, so on an accelerator
+("batched") each step is one `baddbmm` over stacked weights (n_step, dim, dim) with sources
+gathered by `index_select`/`index_add`; states are node-major (n_step, B, dim). On CPU
+("looped") one (B, dim) matmul per node over views of the same stacked parameters is faster,
+because every node's working set stays in cache while the batched path's elementwise passes
+(LayerNorm, activation and their backward) stream step-sized tensors through memory. "auto"
+picks "looped" for CPU tensors and "batched" otherwise. `PerNodeTensorNetwork` is the plain
+per-node reference that both must agree with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellexp.errors import ConfigError
+from cellexp.models.graph_figure import draw_graph
+from cellexp.models.graphs import build_graph, graph_stats
+
+ROLES: tuple[str, ...] = ("sensor", "inter", "motor")
+# Per wiring, the phases in order: (emitting role, receiving roles).
+WIRINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "full": (("sensor", ("inter", "motor")), ("inter", ("inter", "motor")), ("motor", ("motor",))),
+    "paper": (("sensor", ("motor",)), ("motor", ("motor",))),
+}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+COMPUTE_PATHS: tuple[str, ...] = ("auto", "batched", "looped")
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """Nodes first reached in one step, live ones first, and where their inputs come from.
+
+    `live` counts the leading nodes that can influence the logits. `sensor_sources[i]` counts
+    node i's sensor in-neighbours (all sensors hold the embedding); `sources[i]` lists the unit
+    indices (global, in plan order) of its other in-neighbours.
+    """
+
+    nodes: tuple
+    live: int
+    sensor_sources: tuple[int, ...]
+    sources: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class PropagationPlan:
+    """The order in which units are reached, shared by the batched head and the per-node reference."""
+
+    sensors: tuple
+    steps: tuple[Step, ...]
+    roles: dict
+
+    @property
+    def nodes(self) -> list:
+        """Unit-holding nodes in unit order: step by step; live then dead, graph order within each."""
+        return [node for step in self.steps for node in step.nodes]
+
+    @property
+    def motor_units(self) -> list[int]:
+        """Unit indices of the reached motor nodes, in unit order (the attention's keys)."""
+        return [i for i, node in enumerate(self.nodes) if self.roles[node] == "motor"]
+
+    @property
+    def live_units(self) -> int:
+        return sum(step.live for step in self.steps)
+
+
+def _check_choice(kind: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown head.{kind} {value!r}; valid: {', '.join(valid)}")
+
+
+def _roles(graph: nx.DiGraph) -> dict:
+    """Each node's role, checked, so that a graph read without role mapping fails by name."""
+    if not graph.is_directed():
+        raise ConfigError("the head's graph must be directed (nx.DiGraph): signals follow edge directions")
+    roles = {}
+    for node, role in graph.nodes(data="role"):
+        if role not in ROLES:
+            raise ConfigError(
+                f"graph node {node!r} has role {role!r}; valid: {', '.join(ROLES)} "
+                "(cellexp.models.graphs.read_graph_file maps aliases such as S/NA/M)"
+            )
+        roles[node] = role
+    return roles
+
+
+def _reach(graph: nx.DiGraph, roles: dict, phases, sensors) -> list[dict]:
+    """Breadth-first role phases with first arrival: per step, {node: its source nodes}, graph order."""
+    edge_kinds = {(emit, recv) for emit, receivers in phases for recv in receivers}
+    order = {node: i for i, node in enumerate(graph.nodes)}
+    have_state = set(sensors)
+    layers: list[dict] = []
+    for emit, receivers in phases:
+        frontier = [node for node in have_state if roles[node] == emit]
+        while frontier:
+            reached = {
+                succ
+                for node in frontier
+                for succ in graph.successors(node)
+                if succ not in have_state and roles[succ] in receivers
+            }
+            if not reached:
+                break
+            layer = {
+                node: [
+                    pred
+                    for pred in graph.predecessors(node)
+                    if pred != node and pred in have_state and (roles[pred], roles[node]) in edge_kinds
+                ]
+                for node in sorted(reached, key=order.__getitem__)
+            }
+            layers.append(layer)
+            have_state |= reached
+            frontier = [node for node in layer if roles[node] == emit]
+    return layers
+
+
+def _live(layers: list[dict], roles: dict) -> set:
+    """Nodes that can influence the logits: reached motors and, backwards, everything feeding them."""
+    live = {node for layer in layers for node in layer if roles[node] == "motor"}
+    for layer in reversed(layers):
+        for node, sources in layer.items():
+            if node in live:
+                live.update(sources)
+    return live
+
+
+def propagation_plan(graph: nx.DiGraph, wiring: str = "full") -> PropagationPlan:
+    """Unit order and sources for `wiring` (the exact rule is in the module docstring)."""
+    _check_choice("wiring", wiring, WIRINGS)
+    roles = _roles(graph)
+    sensors = tuple(node for node in graph.nodes if roles[node] == "sensor")
+    if not sensors:
+        raise ConfigError("the head's graph has no sensor nodes (role 'sensor'): nothing receives the embedding")
+    layers = _reach(graph, roles, WIRINGS[wiring], sensors)
+    live = _live(layers, roles)
+    unit_of: dict = {}
+    steps = []
+    for layer in layers:
+        nodes = [node for node in layer if node in live] + [node for node in layer if node not in live]
+        sensor_sources = tuple(sum(roles[src] == "sensor" for src in layer[node]) for node in nodes)
+        sources = tuple(tuple(sorted(unit_of[src] for src in layer[node] if roles[src] != "sensor")) for node in nodes)
+        unit_of.update((node, i) for i, node in enumerate(nodes, start=len(unit_of)))
+        steps.append(Step(tuple(nodes), sum(node in live for node in nodes), sensor_sources, sources))
+    return PropagationPlan(sensors=sensors, steps=tuple(steps), roles=roles)
+
+
+def _checked_plan(graph: nx.DiGraph, wiring: str) -> PropagationPlan:
+    plan = propagation_plan(graph, wiring)
+    if not plan.motor_units:
+        raise ConfigError(
+            f"no motor node is reached from the sensors with head.wiring={wiring!r}: "
+            "the attention read-out would have nothing to attend over"
+        )
+    return plan
+
+
+def _activation(name: str) -> nn.Module:
+    _check_choice("activation", name, ACTIVATIONS)
+    return ACTIVATIONS[name]()
+
+
+class UnitStack(nn.Module):
+    """The units of one step as stacked parameters: n x (Linear dim->dim, optional LayerNorm).
+
+    Shapes mirror n separate nn.Linear / nn.LayerNorm modules (weight is (n, out, in)), so the
+    parameter count matches the per-node design exactly and weights copy one to one.
+    """
+
+    def __init__(self, n: int, dim: int, layer_norm: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, dim, dim))
+        self.bias = nn.Parameter(torch.empty(n, dim))
+        self.ln_weight = nn.Parameter(torch.ones(n, dim)) if layer_norm else None
+        self.ln_bias = nn.Parameter(torch.zeros(n, dim)) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's default initialisation, unit by unit (uniform in +-1/sqrt(fan_in))."""
+        bound = 1.0 / math.sqrt(self.weight.shape[-1])
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def _rows(self, n: int) -> list[torch.Tensor | None]:
+        """The first n units' parameters; whole tensors when n is all (a slice's backward copies)."""
+        params = [self.weight, self.bias, self.ln_weight, self.ln_bias]
+        if n == self.weight.shape[0]:
+            return params
+        return [None if p is None else p[:n] for p in params]
+
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, B, dim): summed inputs of the first n units, node-major -> pre-activation outputs."""
+        weight, bias, ln_weight, ln_bias = self._rows(x.shape[0])
+        y = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        if ln_weight is None:
+            return y
+        return torch.addcmul(ln_bias.unsqueeze(1), F.layer_norm(y, y.shape[-1:]), ln_weight.unsqueeze(1))
+
+    def per_node(self) -> list[tuple]:
+        """Per unit, (weight, bias, ln_weight, ln_bias) views of the stacked parameters (`unbind`,
+        whose backward is one stack per tensor) for `apply_unit`."""
+        n = self.weight.shape[0]
+        params = (self.weight, self.bias, self.ln_weight, self.ln_bias)
+        return list(zip(*(p.unbind(0) if p is not None else (None,) * n for p in params), strict=True))
+
+
+def apply_unit(x, weight, bias, ln_weight=None, ln_bias=None) -> torch.Tensor:
+    """One unit before its activation: Linear, then LayerNorm when the head has one."""
+    y = F.linear(x, weight, bias)
+    return y if ln_weight is None else F.layer_norm(y, y.shape[-1:], ln_weight, ln_bias)
+
+
+class StepInputs(nn.Module):
+    """Summed source states of one step's live units, from index buffers built once (batched path).
+
+    Sensor sources all hold the embedding, so they enter as count x embedding. Other sources are
+    gathered per source step with `index_select` and summed with out-of-place `index_add`
+    (autograd-safe; its backward is a gather): O(edges x B x dim), no dense (n, n_prev) matmul.
+    """
+
+    def __init__(self, step: Step, step_and_row: list[tuple[int, int]]):
+        super().__init__()
+        live = range(step.live)
+        counts = torch.tensor([step.sensor_sources[i] for i in live], dtype=torch.float32)
+        self.register_buffer("sensor_count", counts, persistent=False)
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for dst in live:
+            for unit in step.sources[dst]:
+                src_step, row = step_and_row[unit]
+                rows, dsts = groups.setdefault(src_step, ([], []))
+                rows.append(row)
+                dsts.append(dst)
+        self.source_steps = sorted(groups)
+        for s in self.source_steps:
+            self.register_buffer(f"src_{s}", torch.tensor(groups[s][0], dtype=torch.long), persistent=False)
+            self.register_buffer(f"dst_{s}", torch.tensor(groups[s][1], dtype=torch.long), persistent=False)
+
+    def forward(self, embedding: torch.Tensor, states: list[torch.Tensor]) -> torch.Tensor:
+        """embedding (B, dim), states[s] (live_s, B, dim) -> summed inputs (live, B, dim)."""
+        total = self.sensor_count.to(embedding.dtype)[:, None, None] * embedding.unsqueeze(0)
+        for s in self.source_steps:
+            gathered = states[s].index_select(0, getattr(self, f"src_{s}"))
+            dtype = torch.promote_types(total.dtype, gathered.dtype)  # autocast may mix bf16 and fp32
+            total = total.to(dtype).index_add(0, getattr(self, f"dst_{s}"), gathered.to(dtype))
+        return total
+
+
+class _ReadOut(nn.Module):
+    """Projection in; query cross-attention over motor states and the final Linear out.
+
+    Shared by the batched head and the per-node reference so that both hold identical parameters.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"head.dim={dim} must be divisible by head.num_heads={num_heads}")
+        self.projection = nn.Identity() if in_features == dim else nn.Linear(in_features, dim)
+        self.query = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.final = nn.Linear(dim, num_classes)
+
+    def logits(self, motors: torch.Tensor, closed_form: bool = True) -> torch.Tensor:
+        """motors (B, n_motor, dim) -> logits (B, C); out = attention(query) + query (skip connection).
+
+        `closed_form` computes the same attention as `self.attention(...)` without keys or values
+        (see `single_query_attention`); the per-node reference calls the module itself.
+        """
+        if closed_form:
+            attended = single_query_attention(self.attention, self.query, motors)
+        else:
+            query = self.query.unsqueeze(0).expand(motors.shape[0], -1, -1)
+            attended = self.attention(query, motors, motors, need_weights=False)[0].squeeze(1)
+        return self.final(self.dropout(attended + self.query))
+
+
+def single_query_attention(mha: nn.MultiheadAttention, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """`mha(query, memory, memory)` for one query shared by the batch, without projecting keys or values.
+
+    Per head h, q_h . (W_k,h m + b_k,h) = (W_k,h^T q_h) . m + const, and softmax ignores the
+    constant; the values are linear, so attention-pooling m first and projecting once gives the
+    same output. That replaces the (B, n, dim) x (dim, 2 dim) key/value projection, as much work as
+    two units per motor node, by (B, n, dim) x (dim, heads) products. query (1, dim), memory
+    (B, n, dim) -> (B, dim); `mha` must have its default biases and no dropout (as `_ReadOut` builds it).
+    """
+    heads, dim = mha.num_heads, mha.embed_dim
+    head_dim = dim // heads
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, _, b_v = mha.in_proj_bias.chunk(3)
+    q = F.linear(query, w_q, b_q).view(heads, head_dim)
+    key_dirs = torch.einsum("hk,hkd->hd", q, w_k.view(heads, head_dim, dim)) / math.sqrt(head_dim)
+    weights = torch.softmax(memory @ key_dirs.T, dim=1)  # (B, n, heads)
+    pooled = torch.einsum("bnh,bnd->bhd", weights, memory)
+    values = torch.einsum("bhd,hkd->bhk", pooled, w_v.view(heads, head_dim, dim)) + b_v.view(heads, head_dim)
+    return mha.out_proj(values.reshape(memory.shape[0], dim))
+
+
+def _step_and_row(plan: PropagationPlan) -> list[tuple[int, int]]:
+    """For each unit index, (its step's position in the plan, its row within that step)."""
+    return [(s, row) for s, step in enumerate(plan.steps) for row in range(len(step.nodes))]
+
+
+class TensorNetworkHead(nn.Module):
+    """Connectome-shaped head: units over the graph in role phases, query attention over motors.
+
+    Built as `TensorNetworkHead(in_features=D, num_classes=C, graph=G, ...)`; maps (B, D) -> (B, C).
+    Projection Linear(D, dim) (Identity when D == dim) gives the sensor states; units follow
+    `wiring` ("full" or "paper", see the module docstring); a learnable (1, dim) query attends
+    (nn.MultiheadAttention, `num_heads`) over the reached motor states, out = attention + query
+    (skip connection), then Linear(dim, C). `dropout` follows every unit and precedes the final
+    Linear. `compute` is "auto" (looped on CPU, batched elsewhere), "batched" or "looped"; both
+    give the same function. Stats: `num_units`, `live_units`, `reached_motors`, `steps`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        graph: nx.DiGraph,
+        dim: int = 512,
+        wiring: str = "full",
+        layer_norm: bool = True,
+        activation: str = "gelu",
+        num_heads: int = 8,
+        dropout: float = 0.0,
+        compute: str = "auto",
+    ):
+        super().__init__()
+        _check_choice("compute", compute, COMPUTE_PATHS)
+        self.plan = _checked_plan(graph, wiring)
+        self.wiring, self.dim, self.compute = wiring, dim, compute
+        self.activation = _activation(activation)
+        self.readout = _ReadOut(in_features, num_classes, dim, num_heads, dropout)
+        self.units = nn.ModuleList(UnitStack(len(step.nodes), dim, layer_norm) for step in self.plan.steps)
+        self.unit_dropout = nn.Dropout(dropout)
+        step_and_row = _step_and_row(self.plan)
+        self.inputs = nn.ModuleList(StepInputs(step, step_and_row) for step in self.plan.steps)
+        self._register_motor_rows(step_and_row)
+        self.graph = graph
+
+    def describe(self) -> dict[str, float]:
+        """The graph's statistics and what the wiring made of it, for MLflow."""
+        return {
+            **graph_stats(self.graph),
+            "units": self.num_units,
+            "live_units": self.live_units,
+            "reached_motors": self.reached_motors,
+            "steps": self.steps,
+        }
+
+    def draw(self, path: Path) -> Path:
+        """A picture of the graph with the nodes that got a unit filled in."""
+        title = f"{self.wiring} wiring: {self.num_units} units, {self.reached_motors} motors reached"
+        return draw_graph(self.graph, set(self.plan.nodes), path, title)
+
+    def _register_motor_rows(self, step_and_row) -> None:
+        """Per step, the rows that hold motor states, so the batched read-out gathers only those."""
+        self.motor_steps = []
+        for s in range(len(self.plan.steps)):
+            rows = [step_and_row[u][1] for u in self.plan.motor_units if step_and_row[u][0] == s]
+            if rows:
+                self.motor_steps.append(s)
+                self.register_buffer(f"motor_rows_{s}", torch.tensor(rows, dtype=torch.long), persistent=False)
+
+    @property
+    def num_units(self) -> int:
+        return len(self.plan.nodes)
+
+    @property
+    def live_units(self) -> int:
+        return self.plan.live_units
+
+    @property
+    def reached_motors(self) -> int:
+        return len(self.plan.motor_units)
+
+    @property
+    def steps(self) -> int:
+        return len(self.plan.steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding = self.readout.projection(x)
+        batched = self.compute == "batched" or (self.compute == "auto" and x.device.type != "cpu")
+        motors = self._motors_batched(embedding) if batched else self._motors_looped(embedding)
+        return self.readout.logits(motors)
+
+    def _unit_out(self, y: torch.Tensor) -> torch.Tensor:
+        return self.unit_dropout(self.activation(y))
+
+    def _motors_batched(self, embedding: torch.Tensor) -> torch.Tensor:
+        """One batched matmul per step over its live units -> motor states (B, n_motor, dim)."""
+        states: list[torch.Tensor | None] = []
+        for step, inputs, units in zip(self.plan.steps, self.inputs, self.units, strict=True):
+            states.append(self._unit_out(units.batched(inputs(embedding, states))) if step.live else None)
+        motors = [states[s].index_select(0, getattr(self, f"motor_rows_{s}")) for s in self.motor_steps]
+        return torch.cat(motors).transpose(0, 1)
+
+    def _motors_looped(self, embedding: torch.Tensor) -> torch.Tensor:
+        """One (B, dim) matmul per live unit, in plan order -> motor states (B, n_motor, dim)."""
+        scaled: dict[int, torch.Tensor] = {}  # sensor count -> count x embedding, made once
+        states: dict[int, torch.Tensor] = {}
+        first = 0  # unit index of the step's first node
+        for step, units in zip(self.plan.steps, self.units, strict=True):
+            params = units.per_node() if step.live else []
+            for i in range(step.live):
+                count = step.sensor_sources[i]
+                if count and count not in scaled:
+                    scaled[count] = embedding if count == 1 else embedding * count
+                terms = ([scaled[count]] if count else []) + [states[j] for j in step.sources[i]]
+                states[first + i] = self._unit_out(apply_unit(sum(terms[1:], terms[0]), *params[i]))
+            first += len(step.nodes)
+        return torch.stack([states[u] for u in self.plan.motor_units], dim=1)
+
+
+class PerNodeTensorNetwork(nn.Module):
+    """The plain reference used by tests and benchmarks: one nn.Linear (+ nn.LayerNorm) per node, in a loop.
+
+    Same plan and parameters as `TensorNetworkHead`, one small matmul per node as in the published
+    code, every reached unit computed (dead ones included); `copy_from` loads a head's weights.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        graph: nx.DiGraph,
+        dim: int = 512,
+        wiring: str = "full",
+        layer_norm: bool = True,
+        activation: str = "gelu",
+        num_heads: int = 8,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.plan = _checked_plan(graph, wiring)
+        act = _activation(activation)
+        self.readout = _ReadOut(in_features, num_classes, dim, num_heads, dropout)
+        self.units = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(dim, dim), nn.LayerNorm(dim) if layer_norm else nn.Identity(), act, nn.Dropout(dropout)
+            )
+            for _ in self.plan.nodes
+        )
+        self.sensor_sources = [count for step in self.plan.steps for count in step.sensor_sources]
+        self.sources = [sources for step in self.plan.steps for sources in step.sources]
+
+    @torch.no_grad()
+    def copy_from(self, head: TensorNetworkHead) -> PerNodeTensorNetwork:
+        """Load a head's weights: row i of step s's stack becomes unit (units before s) + i."""
+        self.readout.load_state_dict(head.readout.state_dict())
+        modules = iter(self.units)
+        for stack in head.units:
+            for i in range(stack.weight.shape[0]):
+                linear, norm = next(modules)[:2]
+                linear.weight.copy_(stack.weight[i])
+                linear.bias.copy_(stack.bias[i])
+                if stack.ln_weight is not None:
+                    norm.weight.copy_(stack.ln_weight[i])
+                    norm.bias.copy_(stack.ln_bias[i])
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding = self.readout.projection(x)
+        states: list[torch.Tensor] = []
+        for unit, n_sensors, sources in zip(self.units, self.sensor_sources, self.sources, strict=True):
+            inputs = [embedding] * n_sensors + [states[j] for j in sources]
+            states.append(unit(torch.stack(inputs).sum(0)))
+        motors = torch.stack([states[u] for u in self.plan.motor_units], dim=1)
+        return self.readout.logits(motors, closed_form=False)
+
+
+def graph_head(
+    in_features: int,
+    num_classes: int,
+    graph: str = "elegans",
+    graph_file: str | None = None,
+    graph_seed: int = 0,
+    graph_params: dict | None = None,
+    **head_options,
+) -> TensorNetworkHead:
+    """The factory the head configs name: build the graph (`graph_file` wins over `graph`), then the head."""
+    kind = "file" if graph_file else graph
+    built = build_graph(kind, seed=graph_seed, graph_file=graph_file, **(graph_params or {}))
+    return TensorNetworkHead(in_features, num_classes, built, **head_options)
