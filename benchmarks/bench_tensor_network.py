@@ -26,7 +26,7 @@ from pathlib import Path
 import networkx as nx
 import torch
 
-from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead
+from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead, compute_path
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
 CONNECTOME_NODES, CONNECTOME_EDGES = 279, 3225
@@ -158,7 +158,7 @@ def main() -> None:
         print(f"  {name:14s} {medians[name] * 1e3:9.1f} ms  {gflop / medians[name]:7.1f} GFLOP/s")
     for name in ("readout nn.MHA", "readout closed"):
         print(f"  {name:14s} {medians[name] * 1e3:9.1f} ms  (attention read-out alone, motor states given)")
-    auto = "looped" if device.type == "cpu" else "batched"
+    auto = compute_path("auto", device, args.dim)
     for name in ("looped", "batched"):
         default = " (compute=auto here)" if name == auto else ""
         print(f"ratio reference_time / {name}_time = {medians['reference'] / medians[name]:.2f}{default}")

@@ -120,5 +120,6 @@ def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
 
 @pytest.mark.parametrize("head", ["elegans", "ba", "er", "ws", "mlp", "linear"])
 def test_every_head_trains_above_the_bar(make_cfg, head):
-    _, _, runs = _run_and_client(make_cfg([f"head={head}", "trainer.max_epochs=3"]))
-    assert runs[0].data.metrics["test/balanced_accuracy"] >= 0.4, head
+    _, _, runs = _run_and_client(make_cfg([f"head={head}", "trainer.max_epochs=4"]))
+    score = runs[0].data.metrics["test/balanced_accuracy"]
+    assert score >= 0.4, f"head={head}: test balanced accuracy {score:.3f}"

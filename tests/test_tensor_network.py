@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from cellexp.errors import ConfigError
-from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead, propagation_plan
+from cellexp.models.tensor_network import (
+    PerNodeTensorNetwork,
+    TensorNetworkHead,
+    compute_path,
+    propagation_plan,
+)
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
 
@@ -270,3 +275,11 @@ def test_batched_inputs_accept_mixed_precision():
     embedding = torch.randn(3, 8, dtype=torch.bfloat16)
     states = [torch.randn(2, 3, 8), torch.randn(2, 3, 8)]
     assert head.inputs[2](embedding, states).dtype == torch.float32
+
+
+def test_auto_compute_path_is_looped_only_for_wide_heads_on_cpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert compute_path("auto", cpu, 64) == "batched"
+    assert compute_path("auto", cpu, 512) == "looped"
+    assert compute_path("auto", gpu, 512) == "batched"
+    assert compute_path("looped", gpu, 64) == "looped"
