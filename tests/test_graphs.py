@@ -327,3 +327,15 @@ def test_build_graph_dispatches_and_checks(tmp_path):
     backwards = write_graph(tmp_path / "back.graphml", role_graph({"x": "S", "y": "M"}, [("y", "x")]))
     with pytest.raises(ConfigError, match="no motor neuron is reachable"):
         build_graph("file", graph_file=backwards)
+
+
+def test_generated_graphs_are_built_once_and_handed_out_as_copies():
+    from cellexp.models.graphs import _generated, build_graph
+
+    first = build_graph("er", seed=5)
+    first.remove_edges_from(list(first.edges))
+    second = build_graph("er", seed=5)
+    assert second.number_of_edges() > 0  # the cached graph was not changed through the first copy
+    hits = _generated.cache_info().hits
+    assert nx.utils.graphs_equal(second, build_graph("er", seed=5))
+    assert _generated.cache_info().hits == hits + 1

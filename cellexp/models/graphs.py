@@ -391,9 +391,15 @@ def build_graph(kind: str, seed: int = 0, graph_file: str | Path | None = None, 
         accepted = _KIND_PARAMS[kind]
         _check_params(kind, params, accepted)
         given = {name: value for name, value in params.items() if name in accepted and value is not None}
-        g = _GENERATORS[kind](seed, **given)
+        g = _generated(kind, seed, tuple(sorted(given.items()))).copy()
     check_head_graph(g)
     return g
+
+
+@functools.lru_cache(maxsize=32)
+def _generated(kind: str, seed: int, params: tuple) -> nx.DiGraph:
+    """Generated graphs are a pure function of (kind, seed, params): build each once per process."""
+    return _GENERATORS[kind](seed, **dict(params))
 
 
 def _check_params(kind: str, params: dict[str, object], accepted: tuple[str, ...]) -> None:
