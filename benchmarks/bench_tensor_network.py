@@ -26,6 +26,7 @@ from pathlib import Path
 import networkx as nx
 import torch
 
+from cellexp.models.graphs import read_graph_file
 from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead, compute_path
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
@@ -45,14 +46,7 @@ def random_connectome(seed: int = 0) -> nx.DiGraph:
 
 
 def reference_connectome() -> nx.DiGraph:
-    """The published graph, read through the project's reader when it is there (it maps S/NA/M)."""
-    try:
-        from cellexp.models.graphs import read_graph_file
-    except ImportError:
-        g = nx.read_graphml(REFERENCE_GRAPH)
-        aliases = {"S": "sensor", "NA": "inter", "M": "motor"}
-        nx.set_node_attributes(g, {node: aliases[role] for node, role in g.nodes(data="role")}, "role")
-        return g
+    """The published graph, read through the project's reader (it maps the roles S/NA/M)."""
     return read_graph_file(REFERENCE_GRAPH)
 
 

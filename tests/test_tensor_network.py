@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cellexp.errors import ConfigError
+from cellexp.models.graphs import read_graph_file
 from cellexp.models.tensor_network import (
     PerNodeTensorNetwork,
     TensorNetworkHead,
@@ -218,13 +219,6 @@ def test_parameter_count_formula():
 def reference_graph() -> nx.DiGraph:
     if not REFERENCE_GRAPH.is_file():
         pytest.skip(f"reference graph absent: {REFERENCE_GRAPH}")
-    try:
-        from cellexp.models.graphs import read_graph_file
-    except ImportError:
-        g = nx.read_graphml(REFERENCE_GRAPH)
-        aliases = {"S": "sensor", "NA": "inter", "M": "motor"}
-        nx.set_node_attributes(g, {node: aliases[role] for node, role in g.nodes(data="role")}, "role")
-        return g
     return read_graph_file(REFERENCE_GRAPH)
 
 
