@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from accelerate import Accelerator
@@ -75,7 +75,6 @@ class LoopState:
     global_step: int = 0
     best_value: float | None = None
     best_epoch: int = -1
-    best_metrics: dict = field(default_factory=dict)
     monitor_best: float | None = None
     bad_epochs: int = 0
 
@@ -224,7 +223,7 @@ class Trainer:
                 + ", ".join(sorted(metrics))
             )
         if self.selection.improves(value, state.best_value):
-            state.best_value, state.best_epoch, state.best_metrics = value, state.epoch, dict(metrics)
+            state.best_value, state.best_epoch = value, state.epoch
             self._save_best(metrics)
         self.log_metrics(metrics, state.epoch)
         self._save_resumable(f"epoch_{state.epoch:04d}")

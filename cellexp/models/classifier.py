@@ -1,4 +1,4 @@
-"""Backbone plus head, with the embedding exposed for profiling and explanation."""
+"""Backbone plus head; `model.backbone(x)` is the embedding that enters the head."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ class CellClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
