@@ -4,6 +4,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import cellexp
@@ -18,10 +20,18 @@ def main(cfg: DictConfig) -> float:
         return cellexp.run(cfg)
     except Preempted as stop:
         log.warning("%s", stop)
-        sys.exit(0)
+        _end(stop, exit_status=0)
     except cellexp.CellexpError as err:
         log.error("%s", err)
-        sys.exit(f"error: {err}")
+        _end(err, exit_status=f"error: {err}")
+
+
+def _end(err: Exception, exit_status) -> None:
+    """A single run exits with one clear line; a multirun job raises, so that the sweeper records it as
+    failed and goes on with the other jobs (exiting would end the whole sweep)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise err
+    sys.exit(exit_status)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cellexp.engine.cluster import requeued
+
 
 def project_root() -> str:
     """The checkout that holds conf/ (editable install), else the working directory."""
@@ -50,18 +52,35 @@ def _timestamp(seconds: float) -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(seconds))
 
 
+def sweep_id() -> str:
+    """A multirun folder name that every job of the sweep agrees on, also jobs in other processes.
+
+    The sweep's callback exports SWEEP_ID_ENV in the launching process before any job starts;
+    submitit jobs (local subprocesses, SLURM jobs, requeued ones) inherit it.
+    """
+    return os.environ.get(SWEEP_ID_ENV) or run_id()
+
+
 def is_main_rank() -> bool:
-    """True on the process that writes files; read from the launcher's environment, before any Accelerator."""
-    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+    """True on the process that writes files; read from the launcher's environment, before any Accelerator.
+
+    torchrun and accelerate set RANK/LOCAL_RANK; a SLURM job with one task per GPU sets SLURM_PROCID.
+    """
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    return rank == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 _STARTED = time.time()
+SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
 
 for _name, _fn in {
     "cellexp.project_root": project_root,
     "cellexp.run_id": run_id,
+    "cellexp.sweep_id": sweep_id,
     # Hydra writes .hydra/ on every rank; only the main rank should.
     "cellexp.main_rank_only": lambda value: value if is_main_rank() else None,
+    # a requeued SLURM job continues from its newest checkpoint instead of starting over
+    "cellexp.auto_if_requeued": lambda: "auto" if requeued() else None,
 }.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

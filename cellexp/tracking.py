@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.engine.preemption import Preempted
+from cellexp.sweep import PARENT_RUN_ENV, SWEEP_KEYS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
     run = mlflow.start_run(
         run_id=previous,
         experiment_id=None if previous else experiment_id,
-        run_name=cfg.logger.get("run_name"),
+        run_name=cfg.logger.get("run_name") or default_run_name(cfg),
         nested=mlflow.active_run() is not None,
+        parent_run_id=None if previous else os.environ.get(PARENT_RUN_ENV),
     )
     id_file.write_text(run.info.run_id)
     tracker = MlflowTracker(run.info.run_id)
@@ -111,11 +113,31 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         mlflow.end_run(status=status)
 
 
+def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:
+    """A sweep job that failed before its MLflow run opened (a bad value, missing data) still gets a
+    FAILED child run that names the error, so that the sweep's record in MLflow is complete."""
+    if cfg.logger.name == "none" or (run_dir / RUN_ID_FILE).exists():
+        return
+    import mlflow
+
+    run = mlflow.start_run(
+        experiment_id=configure_mlflow(cfg.logger),
+        run_name=cfg.logger.get("run_name") or default_run_name(cfg),
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+    )
+    id_file = run_dir / RUN_ID_FILE
+    id_file.write_text(run.info.run_id)
+    mlflow.set_tags(
+        {**group_choices(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
+    )
+    mlflow.end_run(status="FAILED")
+
+
 def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
     import mlflow
 
     mlflow.log_params(flatten_params(OmegaConf.to_container(cfg, resolve=True)))
-    mlflow.set_tags({**group_choices(cfg), "git_commit": git_commit(), "run_dir": str(run_dir)})
+    mlflow.set_tags({**group_choices(cfg), **sweep_tags(), "git_commit": git_commit(), "run_dir": str(run_dir)})
     config_file = run_dir / "config.yaml"
     if config_file.exists():
         mlflow.log_artifact(str(config_file))
@@ -139,6 +161,36 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     return {group: str(choices.get(group, "?")) for group in GROUPS}
+
+
+def sweep_tags() -> dict[str, str]:
+    """A multirun job's overrides as tags (`override.<key>`), the handles `cellexp.compare` groups runs by."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    tags = {
+        "sweep.job_num": str(hydra_cfg.job.num),
+        "sweep.keys": os.environ.get(SWEEP_KEYS_ENV, ""),
+        "sweep.overrides": " ".join(overrides),
+    }
+    for override in overrides:
+        key, _, value = override.partition("=")
+        tags[f"override.{key.lstrip('+~')}"] = value[:MAX_PARAM_LENGTH]
+    return tags
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    """What tells runs apart at a glance: a sweep job's swept values, else the backbone and head."""
+    tags = sweep_tags()
+    swept = [key for key in tags.get("sweep.keys", "").split(",") if f"override.{key}" in tags]
+    if swept:
+        return " ".join(f"{key.rsplit('.', 1)[-1]}={tags[f'override.{key}']}" for key in swept)
+    choices = group_choices(cfg)
+    return f"{choices['backbone']} {choices['head']}"
 
 
 def git_commit() -> str:

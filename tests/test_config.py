@@ -44,6 +44,8 @@ def test_options_cover_every_group():
         "paths",
         "debug",
         "experiment",
+        "experiment/paper",
+        "hparams_search",
     } <= groups
 
 

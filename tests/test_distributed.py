@@ -58,3 +58,41 @@ def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir
     with open(run_dir / "test" / "predictions.csv") as f:
         indices = [row["index"] for row in csv.DictReader(f)]
     assert len(indices) == len(set(indices)) == runs[0].data.metrics["data/test_crops"] == 256
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, data_dir):
+    """trainer.split_batches=true: the batch is global, so 2 ranks take the steps 1 rank takes.
+    A ViT (no batch norm, whose statistics would be per rank) without augmentation (drawn per rank)."""
+    overrides = [
+        *TINY,
+        "backbone=test_vit",
+        "head=linear",
+        "dataset.augment=false",
+        "dataset.limit=256",
+        "trainer.split_batches=true",
+        "trainer.max_epochs=3",
+        "trainer.early_stopping=null",
+        "optim.optimizer.lr=3e-3",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+    ]
+    commands = {
+        "one": [sys.executable, "train.py", *overrides, "logger.experiment_name=one"],
+        "two": [*LAUNCH, "train.py", *overrides, "logger.experiment_name=two"],
+    }
+    for command in commands.values():
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    history = {}
+    for name in commands:
+        (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        history[name] = {
+            key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+            for key in ("val/loss", "train/loss")
+        }
+    assert len(history["one"]["val/loss"]) == 3
+    assert history["one"]["train/loss"][-1] < history["one"]["train/loss"][0] - 0.01  # it did learn something
+    for key in ("val/loss", "train/loss"):
+        assert history["two"][key] == pytest.approx(history["one"][key], abs=1e-3)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import DataLoaderConfiguration
 from omegaconf import DictConfig
 
+from cellexp.engine.cluster import export_slurm_ranks
 from cellexp.errors import ConfigError
 
 PRECISIONS = ("no", "fp16", "bf16")
@@ -23,9 +25,19 @@ def make_accelerator(trainer_cfg: DictConfig) -> Accelerator:
     if not torch.distributed.is_initialized():
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    return Accelerator(
+    export_slurm_ranks()
+    split = bool(trainer_cfg.get("split_batches", False))
+    accelerator = Accelerator(
         cpu=use_cpu,
         mixed_precision=precision,
         gradient_accumulation_steps=int(trainer_cfg.grad_accum_steps),
         dynamo_backend="inductor" if trainer_cfg.compile else "no",
+        dataloader_config=DataLoaderConfiguration(split_batches=split),
     )
+    for key in ("batch_size", "eval_batch_size"):
+        if split and int(trainer_cfg[key]) % accelerator.num_processes:
+            raise ConfigError(
+                f"trainer.split_batches=true splits trainer.{key}={trainer_cfg[key]} across "
+                f"{accelerator.num_processes} processes: make it a multiple of {accelerator.num_processes}"
+            )
+    return accelerator

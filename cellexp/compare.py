@@ -1,0 +1,178 @@
+"""Compare runs side by side: `python -m cellexp.compare <experiment name | sweep parent run id>`.
+
+Runs are grouped into configurations by the keys their sweep varied (seed aside), so that seeds
+become a mean and a spread; each configuration also shows its model's parameter count. The table
+goes to stdout and a CSV, the picture to a PNG; for a sweep's parent run both are also attached to
+that run, where the MLflow UI shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from cellexp.config import project_root
+
+DEFAULT_METRICS = ("test/accuracy", "test/balanced_accuracy", "test/macro_f1")
+PARAMS_METRIC = "model/total_params"
+REPLICATE_KEYS = ("seed",)
+FALLBACK_KEYS = ("backbone", "head")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class CompareError(Exception):
+    """The runs asked for cannot be compared; the message says why and what exists."""
+
+
+def load_runs(target: str) -> tuple[pd.DataFrame, str | None, str]:
+    """Finished runs of an experiment (by name) or children of a sweep's parent run (by id).
+
+    Returns the runs, the parent run id (or None) and a short name for output files.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if _RUN_ID.match(target):
+        try:
+            parent = mlflow.get_run(target)
+        except MlflowException as err:
+            raise CompareError(f"no MLflow run {target} in {mlflow.get_tracking_uri()}") from err
+        runs = mlflow.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{target}'"
+        )
+        name, parent_id = f"sweep-{target[:8]}", target
+    else:
+        experiment = mlflow.get_experiment_by_name(target)
+        if experiment is None:
+            names = sorted(e.name for e in mlflow.search_experiments())
+            raise CompareError(f"no experiment {target!r} in {mlflow.get_tracking_uri()}; there are: {names}")
+        runs = mlflow.search_runs([experiment.experiment_id])
+        name, parent_id = re.sub(r"[^\w.-]", "_", target), None
+    if runs.empty:
+        raise CompareError(f"{target}: no runs to compare")
+    sweep_parents = runs["tags.sweep.sweeper"].notna() if "tags.sweep.sweeper" in runs else False
+    finished = runs[(runs["status"] == "FINISHED") & ~sweep_parents]
+    if finished.empty:
+        raise CompareError(f"{target}: none of its {len(runs)} runs finished")
+    return finished, parent_id, name
+
+
+def grouping_keys(runs: pd.DataFrame) -> list[str]:
+    """What the sweep varied (from the runs' `sweep.keys` tags) minus replicate keys; else backbone and head."""
+    swept: list[str] = []
+    for keys in runs.get("tags.sweep.keys", pd.Series(dtype=str)).dropna():
+        swept += [key for key in keys.split(",") if key]
+    keys = [key for key in dict.fromkeys(swept) if key not in REPLICATE_KEYS]
+    return keys or list(FALLBACK_KEYS)
+
+
+def run_value(runs: pd.DataFrame, key: str) -> pd.Series:
+    """A key's value per run: the sweep override, else the config-group choice tag, else the logged param."""
+    for column in (f"tags.override.{key}", f"tags.{key}", f"params.{key}"):
+        if column in runs:
+            return runs[column].fillna("?")
+    raise CompareError(f"no run records {key!r} (as a sweep override, a tag or a param)")
+
+
+def comparison_table(runs: pd.DataFrame, metrics: list[str], keys: list[str]) -> pd.DataFrame:
+    """One row per configuration: its key values, run count, parameter count, and mean/std per metric."""
+    missing = [m for m in metrics if f"metrics.{m}" not in runs]
+    if missing:
+        available = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+        raise CompareError(f"metrics {missing} were not logged; available: {available}")
+    frame = pd.DataFrame({key: run_value(runs, key) for key in keys})
+    frame["params"] = runs.get(f"metrics.{PARAMS_METRIC}", pd.Series(math.nan, index=runs.index))
+    for metric in metrics:
+        frame[metric] = runs[f"metrics.{metric}"]
+    grouped = frame.groupby(keys, sort=False, dropna=False)
+    table = grouped.size().rename("runs").to_frame()
+    table["params"] = grouped["params"].mean()
+    for metric in metrics:
+        table[f"{metric} mean"] = grouped[metric].mean()
+        table[f"{metric} std"] = grouped[metric].std(ddof=1).fillna(0.0)
+    return table.sort_values(f"{metrics[0]} mean", ascending=False).reset_index()
+
+
+def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> str:
+    """The table as people read it: `mean ± std` per metric, parameters in millions."""
+    shown = table[keys + ["runs"]].copy()
+    shown["params"] = table["params"].map(lambda n: "?" if math.isnan(n) else f"{n / 1e6:.2f}M")
+    for metric in metrics:
+        shown[metric] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table[f"{metric} mean"], table[f"{metric} std"])]
+    return shown.to_string(index=False)
+
+
+def plot_comparison(table: pd.DataFrame, metrics: list[str], keys: list[str], path: Path) -> Path:
+    """One horizontal bar chart per metric, configurations in the table's order, error bars one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [" ".join(str(row[k]) for k in keys) for _, row in table.iterrows()]
+    height = 0.8 + 0.35 * len(labels)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), height), sharey=True, squeeze=False)
+    positions = list(range(len(labels)))[::-1]
+    for ax, metric in zip(axes[0], metrics):
+        ax.barh(positions, table[f"{metric} mean"], xerr=table[f"{metric} std"], color="#4c78a8", capsize=3)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(positions, labels)
+    fig.suptitle(f"mean ± std over runs, by {', '.join(keys)}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare(target: str, metrics: list[str], keys: list[str] | None, out_dir: Path | None) -> pd.DataFrame:
+    runs, parent_id, name = load_runs(target)
+    keys = keys or grouping_keys(runs)
+    table = comparison_table(runs, metrics, keys)
+    out_dir = out_dir or Path("outputs") / "compare" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "compare.csv", index=False)
+    figure = plot_comparison(table, metrics, keys, out_dir / "compare.png")
+    print(f"{len(runs)} runs of {target}, by {', '.join(keys)}\n")
+    print(format_table(table, metrics, keys))
+    print(f"\nwritten: {out_dir / 'compare.csv'}, {figure}")
+    if parent_id is not None:
+        from mlflow.tracking import MlflowClient
+
+        for path in (out_dir / "compare.csv", figure):
+            MlflowClient().log_artifact(parent_id, str(path), "compare")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cellexp.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", help="an MLflow experiment name, or the run id of a sweep's parent run")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metric keys to compare")
+    parser.add_argument("--by", nargs="+", help="config keys that define a configuration (default: what the sweep varied)")
+    parser.add_argument("--out", type=Path, help="folder for compare.csv and compare.png")
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root()}/mlflow.db",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlflow.db)",
+    )
+    args = parser.parse_args(argv)
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    try:
+        compare(args.target, args.metrics, args.by, args.out)
+    except CompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

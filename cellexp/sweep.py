@@ -1,0 +1,121 @@
+"""Multiruns: one folder name and one MLflow parent run per sweep, whatever launches the jobs.
+
+Hydra calls `SweepCallback` in the process that starts a multirun, before the first job and after
+the last. It exports what jobs need to find their sweep through the environment, which in-process
+jobs, submitit's local subprocesses and SLURM jobs (requeued ones too) all inherit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from cellexp.config import SWEEP_ID_ENV, is_main_rank, run_id
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
+# the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
+SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
+# files the sweepers leave in the sweep folder, attached to the parent run when the sweep ends
+SWEEP_RECORDS = ("multirun.yaml", "optimization_results.yaml")
+
+
+class SweepCallback(Callback):
+    """Names the sweep folder once, and opens (then closes) the MLflow parent run of the sweep's jobs."""
+
+    def __init__(self) -> None:
+        self._exported: list[str] = []
+        self._parent: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._export(SWEEP_ID_ENV, os.environ.get(SWEEP_ID_ENV) or run_id())
+        keys = swept_keys(config)
+        self._export(SWEEP_KEYS_ENV, ",".join(keys))
+        if config.logger.name == "none":
+            return
+        from mlflow.tracking import MlflowClient
+
+        from cellexp.tracking import configure_mlflow
+
+        experiment_id = configure_mlflow(config.logger)
+        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(none)"
+        sweeper = str(config.hydra.sweeper.get("_target_", "?")).rsplit(".", 1)[-1]
+        run = MlflowClient().create_run(
+            experiment_id,
+            run_name=f"sweep {os.environ[SWEEP_ID_ENV]}",
+            tags={
+                "sweep.dir": str(config.hydra.sweep.dir),
+                "sweep.sweeper": sweeper,
+                "sweep.keys": ",".join(keys),
+                "sweep.overrides": overrides,
+                "mlflow.note.content": f"{sweeper} over {', '.join(keys) or 'nothing'}: {overrides}",
+            },
+        )
+        self._parent = run.info.run_id
+        self._export(PARENT_RUN_ENV, self._parent)
+        # A sweep that raises never reaches on_multirun_end; the parent must not stay RUNNING.
+        atexit.register(self._close, "FAILED")
+        log.info("MLflow parent run %s for this sweep", self._parent)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._parent is not None:
+            from mlflow.tracking import MlflowClient
+
+            client, sweep_dir = MlflowClient(), Path(str(config.hydra.sweep.dir))
+            for name in SWEEP_RECORDS:
+                if (sweep_dir / name).is_file():
+                    client.log_artifact(self._parent, str(sweep_dir / name), "sweep")
+            results = sweep_dir / "optimization_results.yaml"
+            if results.is_file():
+                best = OmegaConf.load(results)
+                if "best_value" in best:
+                    client.log_metric(self._parent, "sweep/best_value", float(best.best_value))
+                    for key, value in best.best_params.items():
+                        client.set_tag(self._parent, f"sweep.best.{key}", str(value))
+        self._close("FINISHED")
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Runs in the job's own process: a job that failed before its MLflow run opened is recorded too."""
+        from hydra.core.utils import JobStatus
+
+        if job_return.status is not JobStatus.FAILED or not os.environ.get(PARENT_RUN_ENV) or not is_main_rank():
+            return
+        from cellexp.tracking import record_failed_job
+
+        try:
+            job_return.return_value  # re-raises the job's exception
+        except Exception as error:
+            record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
+
+    def _close(self, status: str) -> None:
+        if self._parent is not None:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient().set_terminated(self._parent, status=status)
+            self._parent = None
+        for name in self._exported:
+            os.environ.pop(name, None)
+        self._exported.clear()
+
+    def _export(self, name: str, value: str) -> None:
+        if name not in os.environ:
+            self._exported.append(name)
+        os.environ[name] = value
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys that take several values in this sweep: sweep overrides on the command line, then the
+    sweeper's own `params` (a grid preset or an Optuna search space)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    keys += [str(key) for key in (config.hydra.sweeper.get("params") or {})]
+    return list(dict.fromkeys(keys))
