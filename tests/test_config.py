@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from cellexp.tasks.classify import build_model
 from tests.conftest import CONF
+from tests.test_graphs import REFERENCE, needs_reference
 
 NEEDS = {"dataset=livecell": ["dataset.root=/data/LIVECell"]}
 
@@ -17,7 +18,9 @@ def _options() -> list[str]:
     found = []
     for path in sorted(CONF.rglob("*.yaml")):
         group = path.parent.relative_to(CONF).as_posix()
-        if group not in (".", "hydra"):
+        if group.startswith("experiment/"):  # subfolders of presets name options (experiment=paper/x), not groups
+            found.append(f"experiment={path.relative_to(CONF / 'experiment').with_suffix('').as_posix()}")
+        elif group != "." and not group.startswith("hydra"):
             found.append(f"{group}={path.stem}")
     return found
 
@@ -44,7 +47,6 @@ def test_options_cover_every_group():
         "paths",
         "debug",
         "experiment",
-        "experiment/paper",
         "hparams_search",
     } <= groups
 
@@ -57,3 +59,30 @@ def test_every_backbone_builds_a_classifier(make_cfg, backbone):
     with torch.no_grad():
         logits = model(torch.randn(2, 1, 64, 64))
     assert logits.shape == (2, 8) and torch.isfinite(logits).all()
+
+
+PAPER = CONF / "experiment" / "paper"
+
+
+def test_the_paper_table_has_a_baseline_and_an_elegans_preset_per_backbone():
+    rows = {p.stem for p in PAPER.glob("*.yaml")} - {"protocol"}
+    baselines = {row for row in rows if not row.startswith("elegans_")}
+    assert len(baselines) == 16 and rows - baselines == {f"elegans_{b}" for b in baselines}
+    assert baselines <= {p.stem for p in (CONF / "backbone").glob("*.yaml")}
+
+
+def test_paper_presets_follow_the_published_protocol(make_cfg):
+    cfg = make_cfg(["experiment=paper/elegans_densenet121"], tiny=False)
+    assert (cfg.dataset.image_size, cfg.trainer.batch_size, cfg.optim.optimizer.lr) == (224, 256, 1e-4)
+    assert cfg.optim.optimizer._target_ == "torch.optim.AdamW" and cfg.task.balanced_sampling
+    assert cfg.trainer.early_stopping.monitor == "val/loss" and not cfg.backbone.pretrained
+    assert (cfg.backbone.model_name, cfg.head.graph, cfg.head.dim, cfg.head.wiring) == ("densenet121", "elegans", 512, "paper")
+
+
+@needs_reference
+@pytest.mark.parametrize(("row", "published_millions"), [("elegans_resnet18", 34.4), ("elegans_efficientnetv2_m", 76.7)])
+def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, row, published_millions):
+    cfg = make_cfg([f"experiment=paper/{row}", f"head.graph_file={REFERENCE}", "dataset.in_chans=3"], tiny=False)
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes=8)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == published_millions
