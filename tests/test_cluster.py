@@ -73,3 +73,13 @@ def test_requeued_slurm_job_resumes_by_itself(make_cfg, monkeypatch):
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert make_cfg().trainer.resume == "auto"
     assert make_cfg(["trainer.resume=null"]).trainer.resume is None
+
+
+def test_accelerate_template_is_a_valid_multi_node_config():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from tests.conftest import ROOT
+
+    config = load_config_from_file(str(ROOT / "cluster" / "accelerate_multi_node.yaml"))
+    assert str(config.distributed_type).endswith("MULTI_GPU") and config.num_machines == 2
+    assert config.num_processes % config.num_machines == 0 and not config.use_cpu
