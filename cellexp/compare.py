@@ -43,9 +43,7 @@ def load_runs(target: str) -> tuple[pd.DataFrame, str | None, str]:
             parent = mlflow.get_run(target)
         except MlflowException as err:
             raise CompareError(f"no MLflow run {target} in {mlflow.get_tracking_uri()}") from err
-        runs = mlflow.search_runs(
-            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{target}'"
-        )
+        runs = mlflow.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{target}'")
         name, parent_id = f"sweep-{target[:8]}", target
     else:
         experiment = mlflow.get_experiment_by_name(target)
@@ -104,7 +102,9 @@ def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> st
     shown = table[keys + ["runs"]].copy()
     shown["params"] = table["params"].map(lambda n: "?" if math.isnan(n) else f"{n / 1e6:.2f}M")
     for metric in metrics:
-        shown[metric] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table[f"{metric} mean"], table[f"{metric} std"])]
+        shown[metric] = [
+            f"{m:.4f} ± {s:.4f}" for m, s in zip(table[f"{metric} mean"], table[f"{metric} std"], strict=True)
+        ]
     return shown.to_string(index=False)
 
 
@@ -119,7 +119,7 @@ def plot_comparison(table: pd.DataFrame, metrics: list[str], keys: list[str], pa
     height = 0.8 + 0.35 * len(labels)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), height), sharey=True, squeeze=False)
     positions = list(range(len(labels)))[::-1]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         ax.barh(positions, table[f"{metric} mean"], xerr=table[f"{metric} std"], color="#4c78a8", capsize=3)
         ax.set_title(metric)
         ax.grid(axis="x", alpha=0.3)
@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cellexp.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", help="an MLflow experiment name, or the run id of a sweep's parent run")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metric keys to compare")
-    parser.add_argument("--by", nargs="+", help="config keys that define a configuration (default: what the sweep varied)")
+    parser.add_argument(
+        "--by", nargs="+", help="config keys that define a configuration (default: what the sweep varied)"
+    )
     parser.add_argument("--out", type=Path, help="folder for compare.csv and compare.png")
     parser.add_argument(
         "--tracking-uri",

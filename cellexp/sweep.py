@@ -90,7 +90,7 @@ class SweepCallback(Callback):
         from cellexp.tracking import record_failed_job
 
         try:
-            job_return.return_value  # re-raises the job's exception
+            _ = job_return.return_value  # a failed job's return value re-raises its exception
         except Exception as error:
             record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
 

@@ -76,11 +76,18 @@ def test_paper_presets_follow_the_published_protocol(make_cfg):
     assert (cfg.dataset.image_size, cfg.trainer.batch_size, cfg.optim.optimizer.lr) == (224, 256, 1e-4)
     assert cfg.optim.optimizer._target_ == "torch.optim.AdamW" and cfg.task.balanced_sampling
     assert cfg.trainer.early_stopping.monitor == "val/loss" and not cfg.backbone.pretrained
-    assert (cfg.backbone.model_name, cfg.head.graph, cfg.head.dim, cfg.head.wiring) == ("densenet121", "elegans", 512, "paper")
+    assert (cfg.backbone.model_name, cfg.head.graph, cfg.head.dim, cfg.head.wiring) == (
+        "densenet121",
+        "elegans",
+        512,
+        "paper",
+    )
 
 
 @needs_reference
-@pytest.mark.parametrize(("row", "published_millions"), [("elegans_resnet18", 34.4), ("elegans_efficientnetv2_m", 76.7)])
+@pytest.mark.parametrize(
+    ("row", "published_millions"), [("elegans_resnet18", 34.4), ("elegans_efficientnetv2_m", 76.7)]
+)
 def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, row, published_millions):
     cfg = make_cfg([f"experiment=paper/{row}", f"head.graph_file={REFERENCE}", "dataset.in_chans=3"], tiny=False)
     with torch.device("meta"):

@@ -190,8 +190,10 @@ def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, d
     assert len(children) == 3 and parent.data.metrics["sweep/best_value"] == pytest.approx(max(values))
     # the trials' objective is what each child run reports as its best val/balanced_accuracy
     assert sorted(values) == pytest.approx(
-        sorted(max(h.value for h in MlflowClient().get_metric_history(c.info.run_id, "val/balanced_accuracy"))
-               for c in children)
+        sorted(
+            max(h.value for h in MlflowClient().get_metric_history(c.info.run_id, "val/balanced_accuracy"))
+            for c in children
+        )
     )
 
     again = sweep(tmp_path, data_dir, "tuning", "hparams_search=optuna", "hydra.sweeper.n_trials=1")
