@@ -10,7 +10,7 @@ from cellexp.tasks.classify import build_model
 from tests.conftest import CONF
 from tests.test_graphs import REFERENCE, needs_reference
 
-NEEDS = {"dataset=livecell": ["dataset.root=/data/LIVECell"]}
+NEEDS = {"dataset=livecell": ["dataset.root=/data/LIVECell"], "dataset=livecell_cls": ["dataset.root=/data/CLS"]}
 
 
 def _options() -> list[str]:

@@ -62,4 +62,4 @@ def test_corrupt_image_is_skipped_and_reported_in_mlflow(make_cfg, tmp_path, cap
     run = client.search_runs([client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id])[0]
     assert run.data.metrics["data/images_failed"] == 1
     assert run.data.metrics["data/train_crops"] == 2  # the other train image's two cells
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "data")] == ["data/summary.json"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "data")] == ["data/summary.json", "data/summary.png"]

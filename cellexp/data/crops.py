@@ -24,19 +24,33 @@ def cell_mask(polygons: list[list[float]], box: tuple[int, int, int, int]) -> np
     for poly in polygons:
         coords = np.asarray(poly, dtype=np.float64).reshape(-1, 2) - (x0, y0)
         shifted.append(coords.ravel().tolist())
-    rle = mask_utils.merge(mask_utils.frPyObjects(shifted, y1 - y0, x1 - x0))
-    return mask_utils.decode(rle)
+    rles = mask_utils.frPyObjects(shifted, y1 - y0, x1 - x0)
+    return mask_utils.decode(rles[0] if len(rles) == 1 else mask_utils.merge(rles))
+
+
+def _fitted(h: int, w: int, size: int) -> tuple[int, int, int, int]:
+    """Height, width, top and left of an h x w array scaled (longer side = size) and centred in size x size."""
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    return nh, nw, (size - nh) // 2, (size - nw) // 2
 
 
 def square_fit(array: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
     """Aspect-preserving resize (longer side = size) then centred zero-padding to size x size."""
-    h, w = array.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = np.asarray(Image.fromarray(array).resize((nw, nh), resample))
+    nh, nw, top, left = _fitted(*array.shape, size)
     out = np.zeros((size, size), dtype=array.dtype)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top : top + nh, left : left + nw] = resized
+    out[top : top + nh, left : left + nw] = np.asarray(Image.fromarray(array).resize((nw, nh), resample))
+    return out
+
+
+def square_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """square_fit for 0/1 masks, nearest neighbour (pixel centres) in numpy: cheaper than a trip through PIL."""
+    h, w = mask.shape
+    nh, nw, top, left = _fitted(h, w, size)
+    rows = np.minimum(((np.arange(nh) + 0.5) * (h / nh)).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(nw) + 0.5) * (w / nw)).astype(np.intp), w - 1)
+    out = np.zeros((size, size), dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = mask[rows][:, cols]
     return out
 
 
@@ -45,9 +59,44 @@ def cut_cell(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One masked, squared crop and its mask (uint8 0/1), both size x size."""
     box = cell_box(bbox, *image.shape)
-    mask = cell_mask(polygons, box)
+    return square_cell(image, cell_mask(polygons, box), box, size)
+
+
+def square_cell(
+    image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The box's pixels and the cell's mask in it, squared to size x size, black outside the cell."""
     x0, y0, x1, y1 = box
-    squared_mask = square_fit(mask * 255, size, Image.Resampling.NEAREST) > 127
+    squared_mask = square_mask(mask, size)
     # Resize the raw box, then mask: resizing a masked crop would smear black into the cell's rim.
-    squared = square_fit(image[y0:y1, x0:x1], size, Image.Resampling.BILINEAR) * squared_mask
-    return squared.astype(np.uint8), squared_mask.astype(np.uint8)
+    squared = square_fit(image[y0:y1, x0:x1], size, Image.Resampling.BILINEAR)
+    squared *= squared_mask
+    return squared, squared_mask
+
+
+def outline_problem(polygons: list[list[float]], mask: np.ndarray) -> str | None:
+    """Why a cell's outline cannot be trusted, or None.
+
+    A polygon that crosses itself (a figure eight) has a signed area far below the pixels it fills;
+    a legitimate outline fills about its area plus half its perimeter.
+    """
+    if not polygons or not mask.any():
+        return "empty polygon"
+    area = perimeter = 0.0
+    for poly in polygons:
+        xy = np.asarray(poly, dtype=np.float64)
+        x, y = xy[0::2], xy[1::2]
+        area += abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])) / 2
+        dx, dy = np.append(x[1:], x[0]) - x, np.append(y[1:], y[0]) - y
+        perimeter += float(np.sqrt(dx * dx + dy * dy).sum())
+    if int(mask.sum()) > 2 * (area + perimeter / 2):
+        return "self-intersecting polygon"
+    return None
+
+
+def square_masked_crop(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A published crop whose background was blacked out (LIVECell-CLS): its mask is its nonzero pixels."""
+    mask = square_mask((pixels > 0).astype(np.uint8), size)
+    crop = square_fit(pixels, size, Image.Resampling.BILINEAR)
+    crop *= mask
+    return crop, mask

@@ -8,23 +8,23 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from cellexp.data.dataset import CropDataset
+from cellexp.data.dataset import CropDataset, collate_batch
+from cellexp.data.livecell import CELL_LINES
 from cellexp.data.prepare import CropSettings, prepare_crop_store
 from cellexp.data.sampling import BalancedSampler, SeededShuffleSampler
-from cellexp.data.sources import find_livecell_sources
+from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.store import CropStore
 from cellexp.data.synthetic import generate_synthetic_livecell
 from cellexp.errors import ConfigError
+
+FORMATS = ("livecell", "livecell_cls")
 
 
 @dataclass
 class CropData:
     store: CropStore
     splits: dict[str, CropDataset]
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.store.class_names
+    class_names: list[str]
 
 
 def open_crop_store(dataset_cfg: DictConfig) -> CropStore:
@@ -32,23 +32,40 @@ def open_crop_store(dataset_cfg: DictConfig) -> CropStore:
     root = Path(dataset_cfg.root)
     if dataset_cfg.get("generate"):
         generate_synthetic_livecell(root, **OmegaConf.to_container(dataset_cfg.generate))
-    if dataset_cfg.format != "livecell":
-        raise ConfigError(f"dataset.format={dataset_cfg.format!r} is not supported; use 'livecell'")
-    annotation_files = dataset_cfg.get("annotation_files")
-    sources = find_livecell_sources(root, OmegaConf.to_container(annotation_files) if annotation_files else None)
+    if dataset_cfg.format == "livecell":
+        annotation_files = dataset_cfg.get("annotation_files")
+        sources = find_livecell_sources(root, OmegaConf.to_container(annotation_files) if annotation_files else None)
+    elif dataset_cfg.format == "livecell_cls":
+        sources = find_livecell_cls_sources(root)
+    else:
+        raise ConfigError(f"dataset.format={dataset_cfg.format!r} is not supported; use one of {', '.join(FORMATS)}")
     settings = CropSettings(
         crop_size=dataset_cfg.crop_size,
         min_area=dataset_cfg.get("min_area", 0.0),
         drop_border_cells=dataset_cfg.get("drop_border_cells", False),
+        shard_images=dataset_cfg.get("shard_images", CropSettings.shard_images),
     )
-    return prepare_crop_store(sources, settings, Path(dataset_cfg.cache_dir))
+    return prepare_crop_store(sources, settings, Path(dataset_cfg.cache_dir), dataset_cfg.get("prepare_workers"))
 
 
 def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
     store = open_crop_store(dataset_cfg)
+    names = _chosen_lines(dataset_cfg.get("cell_lines"))
+    classes = [store.class_names.index(name) for name in names] if names else None
     limit = dataset_cfg.get("limit")
-    splits = {split: CropDataset(store, split, limit=limit, seed=seed) for split in ("train", "val", "test")}
-    return CropData(store, splits)
+    splits = {
+        split: CropDataset(store, split, limit=limit, seed=seed, classes=classes) for split in ("train", "val", "test")
+    }
+    return CropData(store, splits, names or list(store.class_names))
+
+
+def _chosen_lines(lines) -> list[str] | None:
+    if not lines:
+        return None
+    unknown = [line for line in lines if line not in CELL_LINES]
+    if unknown:
+        raise ConfigError(f"dataset.cell_lines: unknown {unknown}; choose from {', '.join(CELL_LINES)}")
+    return list(lines)
 
 
 def train_loader(dataset: CropDataset, batch_size: int, num_workers: int, seed: int, balanced: bool) -> DataLoader:
@@ -58,10 +75,11 @@ def train_loader(dataset: CropDataset, batch_size: int, num_workers: int, seed: 
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
+        collate_fn=collate_batch,
         drop_last=len(dataset) >= batch_size,
         persistent_workers=num_workers > 0,
     )
 
 
 def eval_loader(dataset: CropDataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_batch)

@@ -1,4 +1,4 @@
-"""Torch datasets over a crop store: uint8 crops straight from memory-mapped arrays, no decoding."""
+"""Torch datasets over a crop store: uint8 crops straight from memory-mapped shards, no decoding."""
 
 from __future__ import annotations
 
@@ -10,26 +10,50 @@ from cellexp.data.store import CropStore
 
 
 class CropDataset(Dataset):
-    """(crop (1,S,S) uint8, label) pairs of one split, optionally a seeded subset of `limit` crops."""
+    """(crop (1,S,S) uint8, label) pairs of one split.
 
-    def __init__(self, store: CropStore, split: str, limit: int | None = None, seed: int = 0):
+    `classes` keeps some cell lines only (store labels, in the order given, become 0..k-1); `limit`
+    keeps a seeded random subset. A DataLoader asks for a whole batch at once (`__getitems__`),
+    which reads each shard's rows in one go; `collate_batch` passes the result through.
+    """
+
+    def __init__(
+        self,
+        store: CropStore,
+        split: str,
+        limit: int | None = None,
+        seed: int = 0,
+        classes: list[int] | None = None,
+    ):
         self.store, self.split = store, split
-        self.labels_all = store.labels(split)
-        self.indices = _subset(len(self.labels_all), limit, seed)
-        self._images = None  # opened lazily so that DataLoader workers each map the file themselves
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.labels_all[self.indices]
+        stored = store.labels(split)
+        relabel = np.full(max(len(store.class_names), 1), -1, dtype=np.int64)
+        relabel[classes if classes is not None else np.arange(len(store.class_names))] = np.arange(
+            len(classes) if classes is not None else len(store.class_names)
+        )
+        kept = np.flatnonzero(relabel[stored] >= 0)
+        self.indices = kept[_subset(len(kept), limit, seed)]
+        self.labels = relabel[stored[self.indices]]
+        self._images = None  # opened lazily so that DataLoader workers each map the shards themselves
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        crops, labels = self.__getitems__([i])
+        return crops[0], int(labels[0])
+
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self._images is None:
             self._images = self.store.images(self.split)
-        crop = torch.from_numpy(np.array(self._images[self.indices[i]]))
-        return crop.unsqueeze(0), int(self.labels_all[self.indices[i]])
+        positions = np.asarray(positions)
+        crops = torch.from_numpy(self._images[self.indices[positions]]).unsqueeze(1)
+        return crops, torch.from_numpy(self.labels[positions])
+
+
+def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset already made the batch (`__getitems__`); nothing to stack."""
+    return batch
 
 
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""Turn a LIVECell-format dataset into a crop store, once per (source files, settings).
+"""Turn a dataset's files into a crop store, once per (source files, settings), in parallel and resumably.
 
-The store folder is named by a hash of both, built in a temporary folder and renamed into
-place, under a file lock: concurrent ranks or jobs asking for it wait and reuse it.
+Each split is prepared into its own folder, named by a hash of that split's inputs and the
+settings. The work is cut into shards of a few images; worker processes write each finished shard
+into `<folder>.partial/`, so a killed preparation continues where it stopped, and memory holds one
+shard per worker, whatever the dataset's size. When every shard is there, the split is finished
+(manifest, summary, `.complete`) and renamed into place under a file lock: concurrent ranks or
+jobs wait for it and reuse it. A split whose files cannot be read at all (malformed json) is
+reported by name after the other splits are prepared; they are kept.
 """
 
 from __future__ import annotations
@@ -9,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import re
 import shutil
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,13 +29,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cellexp.data.coco import load_coco
-from cellexp.data.crops import cut_cell
+from cellexp.data.crops import cell_box, cell_mask, outline_problem, square_cell, square_masked_crop
 from cellexp.data.livecell import CELL_LINES, parse_image_name
-from cellexp.data.store import COMPLETE_MARKER, CropStore, write_split
+from cellexp.data.store import CropStore, SplitStore, finish_split, shard_done, write_shard
+from cellexp.errors import DataError
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+# what a broken image file raises from PIL: unreadable, truncated, not an image at all
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -35,22 +46,62 @@ class CropSettings:
     crop_size: int = 96
     min_area: float = 0.0
     drop_border_cells: bool = False
+    # source images per shard: the unit of parallel work, of resuming, and of memory per worker
+    shard_images: int = 16
 
 
 @dataclass(frozen=True)
 class SplitSource:
+    """LIVECell: a COCO annotation file and the folder its images are in."""
+
     annotation_file: Path
     image_dir: Path
 
+    def identity(self) -> dict:
+        return {"annotations": _file_identity(self.annotation_file), "images": str(self.image_dir.resolve())}
 
-def store_key(sources: dict[str, SplitSource], settings: CropSettings) -> str:
-    """Hash of what the store depends on: the annotation files' identity, image folders and settings."""
-    identity = {
-        split: {"annotations": _file_identity(src.annotation_file), "images": str(src.image_dir.resolve())}
-        for split, src in sorted(sources.items())
-    }
-    payload = json.dumps({"sources": identity, "settings": asdict(settings), "version": STORE_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    def items(self) -> tuple[list, list[dict]]:
+        """One item per image, (file name, path, annotations), and the annotations that name no image."""
+        coco = load_coco(self.annotation_file)
+        items = [
+            (coco.imgs[i]["file_name"], self.image_dir / coco.imgs[i]["file_name"], coco.imgToAnns.get(i, []))
+            for i in sorted(coco.imgs)
+        ]
+        orphans = [
+            {"image": f"image id {a['image_id']}", "annotation_id": a["id"], "reason": "no such image in the file"}
+            for a in coco.anns.values()
+            if a["image_id"] not in coco.imgs
+        ]
+        return items, orphans
+
+
+@dataclass(frozen=True)
+class CropFolderSource:
+    """LIVECell-CLS: one png per cell under <split>/<cell line>/, background already black."""
+
+    folder: Path
+
+    def identity(self) -> dict:
+        digest = hashlib.sha256()
+        for path in self._files():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return {"folder": str(self.folder.resolve()), "files": digest.hexdigest()}
+
+    def items(self) -> tuple[list, list[dict]]:
+        return [(str(path.relative_to(self.folder)), path, None) for path in self._files()], []
+
+    def _files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg"))
+
+
+Source = SplitSource | CropFolderSource
+
+
+def split_key(split: str, source: Source, settings: CropSettings) -> str:
+    """Hash of what a split's crops depend on: its files' identity and the settings."""
+    payload = {"split": split, "source": source.identity(), "settings": asdict(settings), "version": STORE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _file_identity(path: Path) -> list:
@@ -58,73 +109,160 @@ def _file_identity(path: Path) -> list:
     return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def prepare_crop_store(sources: dict[str, SplitSource], settings: CropSettings, cache_dir: Path) -> CropStore:
-    """Return the store for these sources and settings, building it first if no finished one exists."""
+def prepare_crop_store(
+    sources: Mapping[str, Source], settings: CropSettings, cache_dir: Path, workers: int | None = None
+) -> CropStore:
+    """The store for these sources and settings; splits without a finished folder are prepared first."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / store_key(sources, settings)
-    with FileLock(str(target) + ".lock"):
-        if not (target / COMPLETE_MARKER).exists():
-            _build(sources, settings, target)
-    return CropStore(target)
-
-
-def _build(sources: dict[str, SplitSource], settings: CropSettings, target: Path) -> None:
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    summary = {"class_names": list(CELL_LINES), "settings": asdict(settings), "splits": {}, "failed_images": []}
+    splits, unreadable = {}, []
     for split, source in sources.items():
-        summary["splits"][split] = _build_split(split, source, settings, tmp, summary["failed_images"])
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    (tmp / COMPLETE_MARKER).touch()
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    log.info("crop store ready: %s (%s)", target, _describe(summary))
-
-
-def _build_split(split: str, source: SplitSource, settings: CropSettings, folder: Path, failed: list) -> dict:
-    coco = load_coco(source.annotation_file)
-    images, masks, rows = [], [], []
-    dropped: Counter = Counter()
-    for image_id in tqdm(sorted(coco.imgs), desc=f"preparing {split} crops", unit="img", leave=False):
-        info = coco.imgs[image_id]
-        name = info["file_name"]
         try:
-            fields = parse_image_name(name)
-            pixels = _read_gray(source.image_dir / name)
-        except (OSError, ValueError) as err:
-            failed.append({"split": split, "image": name, "reason": str(err)})
-            log.warning("skipped image %s: %s", name, err)
-            continue
-        for ann in coco.imgToAnns.get(image_id, []):
-            reason = _drop_reason(ann, pixels.shape, settings)
-            if reason:
-                dropped[reason] += 1
-                continue
-            crop, mask = cut_cell(pixels, ann["segmentation"], ann["bbox"], settings.crop_size)
-            images.append(crop)
-            masks.append(mask)
-            rows.append(_manifest_row(len(rows), fields, name, ann))
-    size = settings.crop_size
-    write_split(
-        folder,
+            splits[split] = prepare_split(split, source, settings, cache_dir, workers)
+        except DataError as err:
+            log.error("split %s not prepared: %s", split, err)
+            unreadable.append(f"{split}: {err}")
+    if unreadable:
+        kept = f"; the other splits are prepared and kept ({', '.join(splits)})" if splits else ""
+        raise DataError("; ".join(unreadable) + kept)
+    return CropStore(splits, list(CELL_LINES))
+
+
+def prepare_split(
+    split: str, source: Source, settings: CropSettings, cache_dir: Path, workers: int | None
+) -> SplitStore:
+    target = cache_dir / f"{split}-{split_key(split, source, settings)}"
+    with FileLock(str(target) + ".lock"):
+        if not (target / ".complete").exists():
+            _build_split(split, source, settings, target, workers)
+    return SplitStore(target)
+
+
+def _build_split(split: str, source: Source, settings: CropSettings, target: Path, workers: int | None) -> None:
+    partial = target.with_name(f"{target.name}.partial")
+    items, orphans = source.items()
+    shards = [items[i : i + settings.shard_images] for i in range(0, len(items), settings.shard_images)]
+    todo = [shard for shard in range(len(shards)) if not shard_done(partial, shard)]
+    if len(todo) < len(shards):
+        log.info("%s: resuming, %d of %d shards already prepared", split, len(shards) - len(todo), len(shards))
+    jobs = [(partial, shard, shards[shard], settings, split) for shard in todo]
+    progress = tqdm(total=sum(len(shards[s]) for s in todo), desc=f"preparing {split} crops", unit="img")
+    crops = 0
+    for images, made in _run(jobs, workers):
+        crops += made
+        progress.update(images)
+        progress.set_postfix(crops=crops)
+    progress.close()
+    summary = finish_split(
+        partial, len(shards), {"split": split, "settings": asdict(settings), "invalid_cells": orphans}
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    log.info(
+        "%s crops ready: %s (%d crops, %d images failed, %d cells dropped)",
         split,
-        np.stack(images) if images else np.zeros((0, size, size), np.uint8),
+        target,
+        summary["crops"],
+        len(summary["failed_images"]),
+        sum(summary["dropped"].values()),
+    )
+
+
+def _run(jobs: list, workers: int | None) -> Iterator[tuple[int, int]]:
+    """Shards in worker processes (spawned: no inherited threads or locks), or inline for one worker or shard."""
+    workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
+    if workers <= 1:
+        yield from map(_prepare_shard, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap_unordered(_prepare_shard, jobs)
+
+
+def _prepare_shard(job) -> tuple[int, int]:
+    """Cut one shard's images into crops and write the shard; returns (images, crops)."""
+    folder, shard, items, settings, split = job
+    crops, masks, rows = [], [], []
+    stats = {"per_class": Counter(), "dropped": Counter(), "failed_images": [], "invalid_cells": []}
+    for name, path, image_annotations in items:
+        try:
+            cells = (
+                _livecell_cells(name, path, image_annotations, settings, stats)
+                if image_annotations is not None
+                else _published_crop(name, path, settings)
+            )
+        except IMAGE_ERRORS as err:
+            stats["failed_images"].append({"split": split, "image": name, "reason": str(err) or type(err).__name__})
+            continue
+        for crop, mask, row in cells:
+            crops.append(crop)
+            masks.append(mask)
+            rows.append({"index": len(rows), **row})
+            stats["per_class"][row["class_name"]] += 1
+    size = settings.crop_size
+    write_shard(
+        folder,
+        shard,
+        np.stack(crops) if crops else np.zeros((0, size, size), np.uint8),
         np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
         rows,
+        stats,
     )
-    return {"crops": len(rows), "per_class": dict(Counter(r["class_name"] for r in rows)), "dropped": dict(dropped)}
+    return len(items), len(rows)
 
 
-def _read_gray(path: Path) -> np.ndarray:
+def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: CropSettings, stats: dict) -> list:
+    fields = parse_image_name(name)
+    pixels = read_gray(path)
+    cells = []
+    for ann in annotations:
+        reason = _filter_reason(ann, pixels.shape, settings)
+        polygons = [p for p in ann.get("segmentation") or [] if isinstance(p, list) and len(p) >= 6]
+        if reason is None:
+            box = cell_box(ann["bbox"], *pixels.shape)
+            mask = cell_mask(polygons, box) if polygons else np.zeros((1, 1), np.uint8)
+            reason = outline_problem(polygons, mask)
+            if reason is not None:
+                stats["invalid_cells"].append({"image": name, "annotation_id": ann["id"], "reason": reason})
+        if reason is not None:
+            stats["dropped"][reason] += 1
+            continue
+        crop, squared = square_cell(pixels, mask, box, settings.crop_size)
+        cells.append((crop, squared, _livecell_row(fields, name, ann)))
+    return cells
+
+
+def _published_crop(name: str, path: Path, settings: CropSettings) -> list:
+    line = crop_class(name)
+    pixels = read_gray(path)
+    crop, mask = square_masked_crop(pixels, settings.crop_size)
+    row = {"label": CELL_LINES.index(line), "class_name": line, "image_file": name, "area": int((pixels > 0).sum())}
+    return [(crop, mask, row)]
+
+
+def crop_class(relative_path: str) -> str:
+    """A published crop's cell line: its folder's name, else its file name's prefix (BT-474 reads as BT474)."""
+    parts = Path(relative_path).parts
+    for candidate in (parts[-2] if len(parts) > 1 else "", Path(parts[-1]).stem.split("_")[0]):
+        line = _LINE_ALIASES.get(re.sub(r"[^a-z0-9]", "", candidate.lower()))
+        if line is not None:
+            return line
+    raise ValueError(
+        f"no cell line in {relative_path!r}: neither its folder nor its name starts with one of {CELL_LINES}"
+    )
+
+
+_LINE_ALIASES = {line.lower(): line for line in CELL_LINES}
+
+
+def read_gray(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
         return np.asarray(img.convert("L"))
 
 
-def _drop_reason(ann: dict, shape: tuple[int, int], settings: CropSettings) -> str | None:
-    if not ann.get("segmentation") or isinstance(ann["segmentation"], dict):
-        return "no polygon"
+def _filter_reason(ann: dict, shape: tuple[int, int], settings: CropSettings) -> str | None:
+    """Cells the settings leave out (counted, not listed: there may be many)."""
+    if isinstance(ann.get("segmentation"), dict):
+        return "RLE mask, not a polygon"
     if ann.get("area", 0) < settings.min_area:
         return "below min_area"
     if settings.drop_border_cells:
@@ -134,10 +272,9 @@ def _drop_reason(ann: dict, shape: tuple[int, int], settings: CropSettings) -> s
     return None
 
 
-def _manifest_row(index: int, fields: dict, name: str, ann: dict) -> dict:
+def _livecell_row(fields: dict, name: str, ann: dict) -> dict:
     x, y, w, h = ann["bbox"]
     return {
-        "index": index,
         "label": CELL_LINES.index(fields["line"]),
         "class_name": fields["line"],
         "image_file": name,
@@ -150,8 +287,3 @@ def _manifest_row(index: int, fields: dict, name: str, ann: dict) -> dict:
         "bbox_h": h,
         "area": ann.get("area", w * h),
     }
-
-
-def _describe(summary: dict) -> str:
-    crops = ", ".join(f"{split} {info['crops']}" for split, info in summary["splits"].items())
-    return f"crops: {crops}; failed images: {len(summary['failed_images'])}"

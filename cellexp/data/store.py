@@ -1,18 +1,23 @@
-"""The crop store: per split, fixed-size uint8 crops and masks in .npy files plus a manifest.
+"""The crop store: per split, fixed-size uint8 crops and bit-packed masks in shards, plus a manifest.
 
-Layout of a store folder:
-    <split>_images.npy   (N, S, S) uint8, background black
-    <split>_masks.npy    (N, S, S) uint8 0/1, the cell's own mask
-    <split>_labels.npy   (N,) int64
-    <split>_manifest.csv one row per crop: where it came from
-    summary.json         counts per split and class, dropped cells and failed images
-    .complete            written last: a store without it is unfinished
+Each split is its own folder, keyed by its own inputs, so that a bad file in one split costs no
+work in the others. Layout of a split folder:
+    shards/images_00000.npy   (n, S, S) uint8, background black
+    shards/masks_00000.npy    (n, ceil(S*S/8)) uint8: the cell's own mask, bit-packed
+    shards/rows_00000.csv     the shard's manifest rows
+    shards/stats_00000.json   the shard's counts; written last, it marks the shard as done
+    manifest.csv              all rows, in shard order (row i describes crop i)
+    labels.npy                (N,) int64
+    shard_sizes.npy           crops per shard: crop i is found in O(1) from it
+    summary.json              crops per class, cells dropped and why, images that failed and why
+    .complete                 written last: a folder without it is unfinished
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,9 +43,124 @@ MANIFEST_FIELDS = (
 )
 
 
+def shard_file(folder: Path, kind: str, shard: int, suffix: str = "npy") -> Path:
+    return folder / "shards" / f"{kind}_{shard:05d}.{suffix}"
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """(n, S, S) 0/1 masks to (n, ceil(S*S/8)) bytes: an eighth of the disk, unpacked per read."""
+    return np.packbits(masks.reshape(len(masks), masks.shape[1] * masks.shape[2]).astype(bool), axis=1)
+
+
+def write_shard(folder: Path, shard: int, crops: np.ndarray, masks: np.ndarray, rows: list[dict], stats: dict) -> None:
+    """Write one shard's files, each to a temporary name first; the stats file, written last, marks it done."""
+    (folder / "shards").mkdir(parents=True, exist_ok=True)
+    for kind, array in (("images", crops), ("masks", pack_masks(masks))):
+        path = shard_file(folder, kind, shard)
+        with open(path.with_suffix(".tmp"), "wb") as f:
+            np.save(f, array)
+        path.with_suffix(".tmp").replace(path)
+    rows_path = shard_file(folder, "rows", shard, "csv")
+    with open(rows_path.with_suffix(".tmp"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    rows_path.with_suffix(".tmp").replace(rows_path)
+    stats_path = shard_file(folder, "stats", shard, "json")
+    stats_path.with_suffix(".tmp").write_text(json.dumps(stats))
+    stats_path.with_suffix(".tmp").replace(stats_path)
+
+
+def shard_done(folder: Path, shard: int) -> bool:
+    return shard_file(folder, "stats", shard, "json").is_file()
+
+
+def finish_split(folder: Path, num_shards: int, summary: dict) -> dict:
+    """Join the shards' rows, labels and counts into the split's manifest and summary, then mark it complete."""
+    listed = {"failed_images": [], "invalid_cells": list(summary.get("invalid_cells", []))}
+    sizes, labels, per_class = [], [], Counter()
+    dropped = Counter(cell["reason"] for cell in listed["invalid_cells"])
+    with open(folder / "manifest.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        for shard in range(num_shards):
+            with open(shard_file(folder, "rows", shard, "csv"), newline="") as f:
+                rows = list(csv.DictReader(f))
+            start = sum(sizes)
+            for row in rows:
+                row["index"] = start + int(row["index"])
+            writer.writerows(rows)
+            sizes.append(len(rows))
+            labels += [int(row["label"]) for row in rows]
+            stats = json.loads(shard_file(folder, "stats", shard, "json").read_text())
+            per_class.update(stats["per_class"])
+            dropped.update(stats["dropped"])
+            for key, entries in listed.items():
+                entries += stats[key]
+    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
+    np.save(folder / "shard_sizes.npy", np.asarray(sizes, dtype=np.int64))
+    summary = {**summary, "crops": sum(sizes), "per_class": dict(sorted(per_class.items())), "dropped": dict(dropped)}
+    summary.update(listed)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    (folder / COMPLETE_MARKER).touch()
+    return summary
+
+
+class ShardedArray:
+    """Rows of a split spread over shard files, read as one array: `a[i]`, `a[i:j]`, `a[[i, j, ...]]`.
+
+    Shards are memory-mapped on first use (per process, so DataLoader workers map their own), and a
+    row is located in O(1) from two index arrays; a fancy index reads each shard's rows in one go.
+    """
+
+    def __init__(self, files: list[Path], sizes: np.ndarray, row_shape: tuple[int, ...], unpack_to: int | None = None):
+        self.files, self.sizes, self.unpack_to = files, sizes, unpack_to
+        self.shape = (int(sizes.sum()), *row_shape)
+        self.dtype = np.dtype(np.uint8)
+        self.shard_of = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        self.offset = np.arange(self.shape[0], dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._read(np.asarray([key]))[0]
+        indices = np.arange(self.shape[0])[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
+        return self._read(indices)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        if not len(indices):
+            return np.zeros((0, *self.shape[1:]), dtype=np.uint8)
+        if indices.min() < -self.shape[0] or indices.max() >= self.shape[0]:
+            raise IndexError(f"index out of range for {self.shape[0]} rows")
+        indices = indices % self.shape[0]
+        shards, offsets = self.shard_of[indices], self.offset[indices]
+        out = np.empty((len(indices), *self._shard(int(shards[0])).shape[1:]), dtype=np.uint8)
+        for shard in np.unique(shards):
+            chosen = shards == shard
+            out[chosen] = self._shard(int(shard))[offsets[chosen]]
+        if self.unpack_to is None:
+            return out
+        size = self.unpack_to
+        return np.unpackbits(out, axis=1, count=size * size).reshape(len(indices), size, size)
+
+    def _shard(self, shard: int) -> np.ndarray:
+        if shard not in self._maps:
+            self._maps[shard] = np.load(self.files[shard], mmap_mode="r")
+        return self._maps[shard]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_maps": {}}  # memory maps are reopened by whoever unpickles
+
+
 @dataclass(frozen=True)
-class CropStore:
-    """Read access to a finished store; arrays are memory-mapped, so opening is O(1)."""
+class SplitStore:
+    """Read access to one finished split."""
 
     path: Path
 
@@ -52,29 +172,63 @@ class CropStore:
     def summary(self) -> dict:
         return json.loads((self.path / "summary.json").read_text())
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.summary["class_names"]
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.load(self.path / "shard_sizes.npy")
 
-    def images(self, split: str) -> np.ndarray:
-        return np.load(self.path / f"{split}_images.npy", mmap_mode="r")
+    @cached_property
+    def images(self) -> ShardedArray:
+        size = self.summary["settings"]["crop_size"]
+        files = [shard_file(self.path, "images", s) for s in range(len(self.sizes))]
+        return ShardedArray(files, self.sizes, (size, size))
 
-    def masks(self, split: str) -> np.ndarray:
-        return np.load(self.path / f"{split}_masks.npy", mmap_mode="r")
+    @cached_property
+    def masks(self) -> ShardedArray:
+        size = self.summary["settings"]["crop_size"]
+        files = [shard_file(self.path, "masks", s) for s in range(len(self.sizes))]
+        return ShardedArray(files, self.sizes, (size, size), unpack_to=size)
 
-    def labels(self, split: str) -> np.ndarray:
-        return np.load(self.path / f"{split}_labels.npy")
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return np.load(self.path / "labels.npy")
 
-    def manifest(self, split: str) -> list[dict]:
-        with open(self.path / f"{split}_manifest.csv", newline="") as f:
+    def manifest(self) -> list[dict]:
+        with open(self.path / "manifest.csv", newline="") as f:
             return list(csv.DictReader(f))
 
 
-def write_split(folder: Path, split: str, images: np.ndarray, masks: np.ndarray, rows: list[dict]) -> None:
-    np.save(folder / f"{split}_images.npy", images)
-    np.save(folder / f"{split}_masks.npy", masks)
-    np.save(folder / f"{split}_labels.npy", np.array([r["label"] for r in rows], dtype=np.int64))
-    with open(folder / f"{split}_manifest.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+@dataclass(frozen=True)
+class CropStore:
+    """A dataset's splits, each a finished SplitStore, and the class names their labels index."""
+
+    splits: dict[str, SplitStore]
+    class_names: list[str]
+
+    def images(self, split: str) -> ShardedArray:
+        return self._split(split).images
+
+    def masks(self, split: str) -> ShardedArray:
+        return self._split(split).masks
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._split(split).labels
+
+    def manifest(self, split: str) -> list[dict]:
+        return self._split(split).manifest()
+
+    @property
+    def summary(self) -> dict:
+        """All splits' summaries in one: what `data/summary.json` holds in every run."""
+        splits = {name: store.summary for name, store in self.splits.items()}
+        failed = [failure for summary in splits.values() for failure in summary["failed_images"]]
+        return {"class_names": self.class_names, "splits": splits, "failed_images": failed}
+
+    def write_summary(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.summary, indent=2))
+        return path
+
+    def _split(self, split: str) -> SplitStore:
+        if split not in self.splits:
+            raise DataError(f"the dataset has no {split!r} split; it has {', '.join(self.splits)}")
+        return self.splits[split]

@@ -2,40 +2,103 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 
 class BatchTransform(nn.Module):
-    """Scale to [0,1], normalise, resize crop_size -> image_size; when training, flips and 90-degree turns.
+    """Scale to [0,1], resize crop_size -> image_size, normalise; when training, augment.
 
-    Runs on whole batches (on the GPU when there is one), so the loader only moves bytes.
+    Augmentations: flips and 90-degree turns, a small random affine (rotation up to `degrees`,
+    zoom in `scale`, shift up to `translate` of the side; resampled together with the resize, the
+    flip and the turn in one pass), and brightness/contrast jitter of the cell (the black
+    background stays black).
+    Everything runs on whole batches on the device, drawn from torch's RNG (seeded per epoch), so
+    the loader only moves bytes and results do not depend on the number of loader workers.
     """
 
-    def __init__(self, image_size: int, mean: float = 0.5, std: float = 0.25, augment: bool = False):
+    def __init__(
+        self,
+        image_size: int,
+        mean: float = 0.5,
+        std: float = 0.25,
+        augment: bool = False,
+        degrees: float = 0.0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        translate: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+    ):
         super().__init__()
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
+        self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
+        self.brightness, self.contrast = brightness, contrast
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.float().div_(255.0)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
-            )
-        if self.augment and self.training:
-            x = _random_dihedral(x)
+        augment = self.augment and self.training
+        if augment and (self.degrees or self.translate or self.scale != (1.0, 1.0)):
+            x = self._random_affine(x)  # flips and turns included in the same resampling
+        else:
+            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+                x = F.interpolate(
+                    x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+                )
+            if augment:
+                x = _random_dihedral(x)
+        if augment and (self.brightness or self.contrast):
+            x = self._jitter(x)
         return (x - self.mean) / self.std
+
+    def _random_affine(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotation (a random quarter turn plus up to `degrees`), mirror, zoom and shift, resampled once."""
+        n, device = x.shape[0], x.device
+        turns = torch.randint(0, 4, (n,), device=device) * (math.pi / 2)
+        angle = turns + _uniform(n, -self.degrees, self.degrees, device) * (math.pi / 180)
+        zoom = _uniform(n, *self.scale, device)
+        mirror = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
+        shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, device).view(n, 2)  # in [-1, 1] units
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta, [n, x.shape[1], self.image_size, self.image_size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Contrast around the cell's mean, then a brightness gain; pixels outside the cell stay 0.
+
+        ((x - m) * c + m) * g is x * (c g) + m (1 - c) g: one multiply-add per pixel.
+        """
+        n, device = x.shape[0], x.device
+        cell = x > 0
+        mean = x.sum((1, 2, 3), keepdim=True) / cell.sum((1, 2, 3), keepdim=True).clamp(min=1)
+        contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(n, 1, 1, 1)
+        gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(n, 1, 1, 1)
+        return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
+
+
+def augmentation(dataset_cfg: DictConfig) -> dict:
+    """BatchTransform's augmentation strengths from `dataset.augmentation` (none given: flips and turns only)."""
+    strengths = OmegaConf.to_container(dataset_cfg.get("augmentation") or {})
+    if "scale" in strengths:
+        strengths["scale"] = tuple(strengths["scale"])
+    return strengths
+
+
+def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
 
 
 def _random_dihedral(x: torch.Tensor) -> torch.Tensor:
-    """Each sample gets one of the 8 flips/rotations of the square, drawn from torch's global RNG."""
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    turns = torch.randint(0, 4, (x.shape[0],), device=x.device)
-    out = x.clone()
-    for k in (1, 2, 3):
-        chosen = turns == k
-        if chosen.any():
-            out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
-    return out
+    """Each (square) sample gets one of the 8 flips/rotations: a random transpose, then random flips of
+    either axis, each a whole-batch select."""
+    n = x.shape[0]
+    transpose, flip_rows, flip_cols = (torch.rand(3, n, 1, 1, 1, device=x.device) < 0.5).unbind(0)
+    x = torch.where(transpose, x.transpose(-2, -1), x)
+    x = torch.where(flip_rows, x.flip(-2), x)
+    return torch.where(flip_cols, x.flip(-1), x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -13,7 +14,8 @@ from omegaconf import DictConfig
 
 from cellexp.checkpoints import resolve_checkpoint
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data, train_loader
-from cellexp.data.transforms import BatchTransform
+from cellexp.data.report import store_summary_figure
+from cellexp.data.transforms import BatchTransform, augmentation
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import BEST, CheckpointManager, load_model_state
 from cellexp.engine.loop import EarlyStopping, Selection, Trainer
@@ -43,7 +45,7 @@ def run(cfg: DictConfig) -> float:
     if source is not None:
         _load_weights(model, source.folder)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        _log_data_summary(tracker, data, accelerator)
+        _log_data_summary(tracker, data, accelerator, run_dir)
         _log_model_description(tracker, model, run_dir, accelerator)
         if source is not None:
             tracker.set_tags({"init_from": str(source.folder)})
@@ -87,7 +89,7 @@ def _trainer(
         optimizer,
         scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
         criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.task.label_smoothing),
-        train_transform=BatchTransform(image_size, augment=cfg.dataset.augment),
+        train_transform=BatchTransform(image_size, augment=cfg.dataset.augment, **augmentation(cfg.dataset)),
         eval_transform=BatchTransform(image_size),
         class_names=data.class_names,
         selection=Selection(cfg.task.optimized_metric, cfg.task.direction),
@@ -190,12 +192,13 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _log_data_summary(tracker, data: CropData, accelerator: Accelerator) -> None:
+def _log_data_summary(tracker, data: CropData, accelerator: Accelerator, run_dir: Path) -> None:
     if not accelerator.is_main_process:
         return
     summary = data.store.summary
     counts = {f"data/{split}_crops": len(ds) for split, ds in data.splits.items()}
     tracker.log_metrics({**counts, "data/images_failed": len(summary["failed_images"])})
-    tracker.log_artifact(data.store.path / "summary.json", "data")
+    tracker.log_artifact(data.store.write_summary(run_dir / "data" / "summary.json"), "data")
+    tracker.log_artifact(shutil.copy(store_summary_figure(data.store), run_dir / "data" / "summary.png"), "data")
     for failure in summary["failed_images"]:
         log.warning("image skipped during preparation: %s (%s)", failure["image"], failure["reason"])

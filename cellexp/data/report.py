@@ -1,0 +1,79 @@
+"""A picture of a prepared dataset: crops per class and split, and a few crops of every class."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellexp.data.store import CropStore
+
+EXAMPLES_PER_CLASS = 8
+OUTLINE = np.array([228, 87, 86], dtype=np.uint8)
+
+
+def store_summary_figure(store: CropStore, split: str = "train") -> Path:
+    """The store's summary picture, drawn once and kept beside the `split` crops it shows."""
+    key = hashlib.sha256("|".join(str(s.path) for s in store.splits.values()).encode()).hexdigest()[:12]
+    path = store.splits[split].path / f"summary-{key}.png"
+    if not path.is_file():
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
+        plot_store_summary(store, tmp, split)
+        tmp.replace(path)
+    return path
+
+
+def plot_store_summary(store: CropStore, path: Path, split: str = "train") -> Path:
+    """Bar chart of crops per class in each split, beside `split` crops of every class with their masks outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = store.class_names
+    fig, (counts, examples) = plt.subplots(
+        1, 2, figsize=(13, 0.8 + 0.6 * len(names)), gridspec_kw={"width_ratios": [1, 1.6]}
+    )
+    width = 0.8 / len(store.splits)
+    for k, (name, split_store) in enumerate(store.splits.items()):
+        per_class = [split_store.summary["per_class"].get(line, 0) for line in names]
+        counts.barh(np.arange(len(names)) + k * width, per_class, height=width, label=f"{name} ({sum(per_class)})")
+    counts.set_yticks(np.arange(len(names)) + width * (len(store.splits) - 1) / 2, names)
+    counts.invert_yaxis()
+    counts.set_xlabel("crops")
+    counts.legend(loc="lower right", fontsize=8)
+    examples.imshow(_montage(store, split))
+    examples.set_yticks((np.arange(len(names)) + 0.5) * store.images(split).shape[-1], names)
+    examples.set_xticks([])
+    examples.set_title(f"{split} crops, cell outline in red", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _montage(store: CropStore, split: str) -> np.ndarray:
+    """One RGB image: a row per class of its first crops, the mask's boundary drawn over them."""
+    size = store.images(split).shape[-1]
+    labels = store.labels(split)
+    out = np.zeros((len(store.class_names) * size, EXAMPLES_PER_CLASS * size, 3), dtype=np.uint8)
+    for row in range(len(store.class_names)):
+        chosen = np.flatnonzero(labels == row)[:EXAMPLES_PER_CLASS]
+        crops, masks = store.images(split)[chosen], store.masks(split)[chosen].astype(bool)
+        for col, (crop, mask) in enumerate(zip(crops, masks, strict=True)):
+            tile = np.repeat(crop[:, :, None], 3, axis=2)
+            tile[mask & ~_eroded(mask)] = OUTLINE
+            out[row * size : (row + 1) * size, col * size : (col + 1) * size] = tile
+    return out
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return inner
