@@ -59,17 +59,21 @@ def cut_cell(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One masked, squared crop and its mask (uint8 0/1), both size x size."""
     box = cell_box(bbox, *image.shape)
-    return square_cell(image, cell_mask(polygons, box), box, size)
+    return square_cell(Image.fromarray(image), cell_mask(polygons, box), box, size)
 
 
 def square_cell(
-    image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], size: int
+    image: Image.Image, mask: np.ndarray, box: tuple[int, int, int, int], size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The box's pixels and the cell's mask in it, squared to size x size, black outside the cell."""
-    x0, y0, x1, y1 = box
+    """The box's pixels and the cell's mask in it, squared to size x size, black outside the cell.
+
+    The raw box is resized, then masked (resizing a masked crop would smear black into the cell's
+    rim); PIL resizes straight from the box of the whole image, which it holds once for all cells.
+    """
     squared_mask = square_mask(mask, size)
-    # Resize the raw box, then mask: resizing a masked crop would smear black into the cell's rim.
-    squared = square_fit(image[y0:y1, x0:x1], size, Image.Resampling.BILINEAR)
+    nh, nw, top, left = _fitted(box[3] - box[1], box[2] - box[0], size)
+    squared = np.zeros((size, size), dtype=np.uint8)
+    squared[top : top + nh, left : left + nw] = np.asarray(image.resize((nw, nh), Image.Resampling.BILINEAR, box=box))
     squared *= squared_mask
     return squared, squared_mask
 

@@ -212,6 +212,7 @@ def _prepare_shard(job) -> tuple[int, int]:
 def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: CropSettings, stats: dict) -> list:
     fields = parse_image_name(name)
     pixels = read_gray(path)
+    picture = Image.fromarray(pixels)
     cells = []
     for ann in annotations:
         reason = _filter_reason(ann, pixels.shape, settings)
@@ -225,7 +226,7 @@ def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: Cr
         if reason is not None:
             stats["dropped"][reason] += 1
             continue
-        crop, squared = square_cell(pixels, mask, box, settings.crop_size)
+        crop, squared = square_cell(picture, mask, box, settings.crop_size)
         cells.append((crop, squared, _livecell_row(fields, name, ann)))
     return cells
 
