@@ -72,3 +72,9 @@ def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for train.py in a subprocess, without the MLflow store or sweep that earlier
+    tests left in os.environ (MLflow exports MLFLOW_TRACKING_URI when a URI is set)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CELLEXP_"))}

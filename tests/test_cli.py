@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 
 def train(*overrides: str, tmp_path) -> subprocess.CompletedProcess:
@@ -17,7 +17,7 @@ def train(*overrides: str, tmp_path) -> subprocess.CompletedProcess:
         "logger=none",
         *overrides,
     ]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=subprocess_env())
 
 
 def test_unknown_group_option_lists_the_valid_ones(tmp_path):

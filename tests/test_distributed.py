@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,9 @@ def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir
         f"paths.data_dir={data_dir}",
         "logger.experiment_name=two-process",
     ]
-    result = subprocess.run([*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = list((tmp_path / "outputs").iterdir())
     assert len(run_dirs) == 1, run_dirs
@@ -81,7 +83,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, data_
         "two": [*LAUNCH, "train.py", *overrides, "logger.experiment_name=two"],
     }
     for command in commands.values():
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env())
         assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -23,16 +22,15 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cellexp import compare
-from tests.conftest import CONF, ROOT, TINY
+from tests.conftest import CONF, ROOT, TINY, subprocess_env
 
 pytestmark = pytest.mark.slow
 
 SWEEP_TINY = [*TINY, "trainer.max_epochs=1", "dataset.limit=64"]
 
 
-def sweep(root: Path, data_dir: Path, experiment: str, *overrides: str) -> subprocess.CompletedProcess:
-    """`python train.py -m ...` with every store (MLflow, Optuna, run folders) under `root`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CELLEXP_"))}
+def sweep(root: Path, data_dir: Path, tracking: str, experiment: str, *overrides: str) -> subprocess.CompletedProcess:
+    """`python train.py -m ...` with run folders and the Optuna store under `root`, runs in `tracking`."""
     command = [
         sys.executable,
         "train.py",
@@ -40,19 +38,17 @@ def sweep(root: Path, data_dir: Path, experiment: str, *overrides: str) -> subpr
         *SWEEP_TINY,
         f"paths.root_dir={root}",
         f"paths.data_dir={data_dir}",
+        f"logger.tracking_uri={tracking}",
+        f"logger.artifact_location=file://{root / 'mlartifacts'}",
         f"logger.experiment_name={experiment}",
         *overrides,
     ]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=subprocess_env())
 
 
-def store_uri(root: Path) -> str:
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def sweep_runs(root: Path, experiment: str):
+def sweep_runs(tracking: str, experiment: str):
     """(the one parent run, its children) of the sweeps recorded in `experiment`."""
-    mlflow.set_tracking_uri(store_uri(root))
+    mlflow.set_tracking_uri(tracking)
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [r for r in runs if "sweep.sweeper" in r.data.tags]
@@ -63,16 +59,22 @@ def sweep_runs(root: Path, experiment: str):
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, data_dir):
+def tracking(tmp_path_factory) -> str:
+    """One MLflow store for the module's sweeps (an experiment each): its tables are created once."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, data_dir, tracking):
     """A 2x2 grid, run once for the tests below: two heads, two seeds."""
     root = tmp_path_factory.mktemp("grid")
-    result = sweep(root, data_dir, "grid", "head=linear,mlp", "seed=0,1")
+    result = sweep(root, data_dir, tracking, "grid", "head=linear,mlp", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 
 
-def test_grid_multirun_makes_one_parent_run_with_a_child_per_job(grid):
-    parent, children = sweep_runs(grid, "grid")
+def test_grid_multirun_makes_one_parent_run_with_a_child_per_job(grid, tracking):
+    parent, children = sweep_runs(tracking, "grid")
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.keys"] == "head,seed"
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
     jobs = {(c.data.tags["override.head"], c.data.tags["override.seed"]) for c in children}
@@ -86,9 +88,9 @@ def test_grid_multirun_makes_one_parent_run_with_a_child_per_job(grid):
     assert artifacts == ["sweep/multirun.yaml"]
 
 
-def test_compare_prints_the_table_of_a_sweep_and_attaches_it_to_the_parent(grid, tmp_path, capsys):
-    parent, children = sweep_runs(grid, "grid")
-    code = compare.main([parent.info.run_id, "--tracking-uri", store_uri(grid), "--out", str(tmp_path)])
+def test_compare_prints_the_table_of_a_sweep_and_attaches_it_to_the_parent(grid, tracking, tmp_path, capsys):
+    parent, children = sweep_runs(tracking, "grid")
+    code = compare.main([parent.info.run_id, "--tracking-uri", tracking, "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "4 runs" in out and "by head" in out
     with open(tmp_path / "compare.csv") as f:
@@ -105,21 +107,21 @@ def test_compare_prints_the_table_of_a_sweep_and_attaches_it_to_the_parent(grid,
     assert attached == {"compare/compare.csv", "compare/compare.png"}
 
 
-def test_compare_names_what_it_cannot_find(grid, tmp_path, capsys):
-    args = ["--tracking-uri", store_uri(grid), "--out", str(tmp_path)]
+def test_compare_names_what_it_cannot_find(grid, tracking, tmp_path, capsys):
+    args = ["--tracking-uri", tracking, "--out", str(tmp_path)]
     assert compare.main(["no-such-experiment", *args]) == 2
     assert "no experiment 'no-such-experiment'" in capsys.readouterr().err
     assert compare.main(["grid", "--metrics", "test/nope", *args]) == 2
     assert "metrics ['test/nope'] were not logged" in capsys.readouterr().err
 
 
-def test_mlflow_server_on_localhost_shows_the_sweep(grid):
-    parent, children = sweep_runs(grid, "grid")
+def test_mlflow_server_on_localhost_shows_the_sweep(grid, tracking):
+    parent, children = sweep_runs(tracking, "grid")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri(grid)]
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking]
         + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -163,11 +165,11 @@ def _api(url: str, body: dict | None = None) -> dict:
         return json.load(response)
 
 
-def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
+def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir, tracking):
     # job 0 fails before training starts; jobs 1 and 2 are the same config, run after it in one process
-    result = sweep(tmp_path, data_dir, "failing", "trainer.precision=fp16,no,no")
+    result = sweep(tmp_path, data_dir, tracking, "failing", "trainer.precision=fp16,no,no")
     assert result.returncode != 0 and "trainer.precision=fp16 needs a GPU" in result.stderr
-    parent, children = sweep_runs(tmp_path, "failing")
+    parent, children = sweep_runs(tracking, "failing")
     by_job = {c.data.tags["sweep.job_num"]: c for c in children}
     assert sorted(by_job) == ["0", "1", "2"] and parent.info.status == "FAILED"
     assert by_job["0"].info.status == "FAILED" and "trainer.precision=fp16" in by_job["0"].data.tags["error"]
@@ -177,8 +179,8 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
         assert by_job["1"].data.metrics[key] == by_job["2"].data.metrics[key]
 
 
-def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, data_dir):
-    result = sweep(tmp_path, data_dir, "tuning", "hparams_search=optuna", "hydra.sweeper.n_trials=3")
+def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, data_dir, tracking):
+    result = sweep(tmp_path, data_dir, tracking, "tuning", "hparams_search=optuna", "hydra.sweeper.n_trials=3")
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="tuning", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -186,7 +188,7 @@ def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, d
     (sweep_dir,) = (tmp_path / "multirun").iterdir()
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert best.best_value == max(values) == study.best_value
-    parent, children = sweep_runs(tmp_path, "tuning")
+    parent, children = sweep_runs(tracking, "tuning")
     assert len(children) == 3 and parent.data.metrics["sweep/best_value"] == pytest.approx(max(values))
     # the trials' objective is what each child run reports as its best val/balanced_accuracy
     assert sorted(values) == pytest.approx(
@@ -196,18 +198,18 @@ def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, d
         )
     )
 
-    again = sweep(tmp_path, data_dir, "tuning", "hparams_search=optuna", "hydra.sweeper.n_trials=1")
+    again = sweep(tmp_path, data_dir, tracking, "tuning", "hparams_search=optuna", "hydra.sweeper.n_trials=1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(optuna.load_study(study_name="tuning", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials) == 4
 
 
-def test_two_job_sweep_through_the_submitit_local_launcher(tmp_path, data_dir):
-    result = sweep(tmp_path, data_dir, "submitit", "hydra/launcher=local", "seed=0,1")
+def test_two_job_sweep_through_the_submitit_local_launcher(tmp_path, data_dir, tracking):
+    result = sweep(tmp_path, data_dir, tracking, "submitit", "hydra/launcher=local", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     # the jobs ran in their own processes, yet found one sweep folder and one parent run
     (sweep_dir,) = (tmp_path / "multirun").iterdir()
     assert all((sweep_dir / job / "checkpoints" / "best" / "model.safetensors").is_file() for job in ("0", "1"))
-    parent, children = sweep_runs(tmp_path, "submitit")
+    parent, children = sweep_runs(tracking, "submitit")
     assert parent.info.status == "FINISHED"
     assert sorted(c.data.tags["override.seed"] for c in children) == ["0", "1"]
     assert {c.info.status for c in children} == {"FINISHED"}
