@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 # the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
 SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
+# widths Optuna tries for heads that have one (hparams_search=optuna)
+HEAD_DIMS = (32, 64, 128, 256)
 # files the sweepers leave in the sweep folder, attached to the parent run when the sweep ends
 SWEEP_RECORDS = ("multirun.yaml", "optimization_results.yaml")
 
@@ -119,3 +121,10 @@ def swept_keys(config: DictConfig) -> list[str]:
     keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
     keys += [str(key) for key in (config.hydra.sweeper.get("params") or {})]
     return list(dict.fromkeys(keys))
+
+
+def suggest_head_dim(config: DictConfig, trial: Any) -> None:
+    """Optuna search-space extension: tune `head.dim` where the head has one (the graph heads), so that
+    the same preset also tunes a linear head."""
+    if "dim" in config.head:
+        trial.suggest_categorical("head.dim", HEAD_DIMS)

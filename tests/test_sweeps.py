@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cellexp import compare
+from cellexp.sweep import suggest_head_dim
 from tests.conftest import CONF, ROOT, TINY, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -185,6 +186,7 @@ def test_optuna_sweep_returns_the_best_value_and_continues_its_study(tmp_path, d
     study = optuna.load_study(study_name="tuning", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     values = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == len(values) == 3
+    assert {"optim.optimizer.lr", "head.dropout", "head.dim"} <= set(study.trials[0].params)  # batch: fixed
     (sweep_dir,) = (tmp_path / "multirun").iterdir()
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert best.best_value == max(values) == study.best_value
@@ -227,3 +229,10 @@ def test_slurm_launcher_config_composes_one_task_per_gpu():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4
     assert launcher.max_num_timeout > 0 and launcher.submitit_folder.startswith(str(cfg.hydra.sweep.dir))
+
+
+@pytest.mark.parametrize(("head", "tuned"), [("elegans", True), ("ws", True), ("linear", False)])
+def test_optuna_tunes_head_width_only_for_heads_that_have_one(make_cfg, head, tuned):
+    trial = optuna.create_study().ask()
+    suggest_head_dim(make_cfg([f"head={head}"]), trial)
+    assert ("head.dim" in trial.params) == tuned
