@@ -21,27 +21,28 @@ class ResolvedCheckpoint:
     config: DictConfig  # the resolved config of the run that wrote it
 
 
-def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path) -> ResolvedCheckpoint:
+def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path, option: str = "ckpt") -> ResolvedCheckpoint:
+    """`option` names the config key the spec came from, in error messages."""
     path = Path(str(spec)).expanduser()
     if path.exists():
-        folder = _checkpoint_folder(path)
+        folder = _checkpoint_folder(path, option)
         return ResolvedCheckpoint(folder, _run_config(folder))
     if _MLFLOW_RUN_ID.match(str(spec)):
-        return _from_mlflow(str(spec), logger_cfg, cache_dir)
+        return _from_mlflow(str(spec), logger_cfg, cache_dir, option)
     raise CheckpointError(
-        f"ckpt={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
+        f"{option}={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
     )
 
 
-def _checkpoint_folder(path: Path) -> Path:
+def _checkpoint_folder(path: Path, option: str) -> Path:
     if path.is_file():
         if path.name != MODEL_FILE:
-            raise CheckpointError(f"ckpt={path} is not a {MODEL_FILE} file")
+            raise CheckpointError(f"{option}={path} is not a {MODEL_FILE} file")
         return path.parent
     for candidate in (path, path / BEST, path / "checkpoints" / BEST):
         if (candidate / MODEL_FILE).is_file():
             return candidate
-    raise CheckpointError(f"ckpt={path}: no {MODEL_FILE} in it, nor in {BEST}/ or checkpoints/{BEST}/ below it")
+    raise CheckpointError(f"{option}={path}: no {MODEL_FILE} in it, nor in {BEST}/ or checkpoints/{BEST}/ below it")
 
 
 def _run_config(folder: Path) -> DictConfig:
@@ -52,7 +53,7 @@ def _run_config(folder: Path) -> DictConfig:
     raise CheckpointError(f"no {RUN_CONFIG} in {folder} or any folder above it: cannot tell which model it holds")
 
 
-def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path) -> ResolvedCheckpoint:
+def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: str) -> ResolvedCheckpoint:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -63,7 +64,7 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path) -> Resolv
         run = mlflow.get_run(run_id)
     except MlflowException as err:
         raise CheckpointError(
-            f"ckpt={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
+            f"{option}={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
         ) from None
     local = Path(run.data.tags.get("run_dir", ""))
     if run.data.tags.get("run_dir") and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
@@ -80,6 +81,6 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path) -> Resolv
         )
     except (MlflowException, OSError) as err:
         raise CheckpointError(
-            f"ckpt={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
+            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
         ) from None
     return ResolvedCheckpoint(folder, OmegaConf.load(config))

@@ -46,29 +46,36 @@ def mlflow_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+def compose_cfg(overrides: list[str], run_dir: Path, data_dir: Path, tiny: bool = True) -> DictConfig:
+    """conf/ composed as train.py composes it, run folder `run_dir`; Hydra's settings go to HydraConfig only."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"paths.data_dir={data_dir}", *(TINY if tiny else []), *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task sees Hydra's settings through HydraConfig only
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
     """Compose conf/ with overrides; the run folder is tmp_path/<run_name>, MLflow a session sqlite store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(overrides: list[str] = (), run_name: str = "run", tiny: bool = True) -> DictConfig:
-        run_dir = tmp_path / run_name
-        base = [
-            f"paths.data_dir={data_dir}",
+        logger = [
             f"++logger.tracking_uri={mlflow_uri}",
             f"++logger.artifact_location=file://{tmp_path / 'mlartifacts'}",
             f"++logger.experiment_name={_test_name()}",
         ]
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=[*base, *(TINY if tiny else []), *overrides], return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # as in a real run: the task sees Hydra's settings through HydraConfig only
-        return cfg
+        return compose_cfg([*logger, *overrides], tmp_path / run_name, data_dir, tiny)
 
     yield make
     GlobalHydra.instance().clear()

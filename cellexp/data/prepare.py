@@ -240,15 +240,20 @@ def _published_crop(name: str, path: Path, settings: CropSettings) -> list:
 
 
 def crop_class(relative_path: str) -> str:
-    """A published crop's cell line: its folder's name, else its file name's prefix (BT-474 reads as BT474)."""
+    """A published crop's cell line: its folder's name, else its file name's prefix."""
     parts = Path(relative_path).parts
     for candidate in (parts[-2] if len(parts) > 1 else "", Path(parts[-1]).stem.split("_")[0]):
-        line = _LINE_ALIASES.get(re.sub(r"[^a-z0-9]", "", candidate.lower()))
+        line = cell_line_named(candidate)
         if line is not None:
             return line
     raise ValueError(
         f"no cell line in {relative_path!r}: neither its folder nor its name starts with one of {CELL_LINES}"
     )
+
+
+def cell_line_named(text: str) -> str | None:
+    """The cell line a folder or a name prefix spells, however written (BT-474, bt474, SH-SY5Y), or None."""
+    return _LINE_ALIASES.get(re.sub(r"[^a-z0-9]", "", text.lower()))
 
 
 _LINE_ALIASES = {line.lower(): line for line in CELL_LINES}

@@ -42,3 +42,20 @@ class SeededShuffleSampler(_EpochSeeded):
 
     def __iter__(self):
         yield from torch.randperm(self.num_samples, generator=self._generator()).tolist()
+
+
+def stratified_subset(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of `count` items spread evenly over the classes (all of a class that has too few); seeded.
+
+    Classes take turns: each contributes its first, then its second (in a seeded shuffle), and so on.
+    """
+    if count is None or count >= len(labels):
+        return np.arange(len(labels))
+    order = np.random.default_rng(seed).permutation(len(labels))
+    turn = np.empty(len(labels), dtype=np.int64)
+    taken: dict[int, int] = {}
+    for position in order:
+        label = int(labels[position])
+        turn[position] = taken.get(label, 0)
+        taken[label] = turn[position] + 1
+    return np.sort(order[np.argsort(turn[order], kind="stable")[:count]])

@@ -8,6 +8,7 @@ scheduler, RNG and loop counters: tensors and plain Python values only, so it lo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cellexp.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -52,6 +55,20 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         found = self.resumable()
         return found[-1] if found else None
+
+    def resume_point(self, resume) -> Path | None:
+        """The checkpoint `trainer.resume` names: null starts fresh, `auto` the newest here (if any), else a folder."""
+        if not resume:
+            return None
+        if str(resume) == "auto":
+            latest = self.latest()
+            if latest is None:
+                log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", self.folder)
+            return latest
+        path = Path(str(resume))
+        if not path.is_dir():
+            raise CheckpointError(f"trainer.resume={resume}: no such checkpoint folder")
+        return path
 
     def _prune(self) -> None:
         for old in self.resumable()[: -self.keep_last]:

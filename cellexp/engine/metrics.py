@@ -34,3 +34,36 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
 def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rows are true classes, columns predictions, raw counts."""
     return multiclass_confusion_matrix(logits.argmax(dim=1).cpu(), targets.long().cpu(), num_classes)
+
+
+def knn_accuracy(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> float:
+    """Accuracy of a weighted kNN vote (cosine similarity, weights exp(sim / temperature)) of queries against a bank.
+
+    The classifier DINO reports: no training, so it measures the embedding itself.
+    """
+    bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
+    bank_labels, query_labels = bank_labels.long(), query_labels.long()
+    classes = int(max(bank_labels.max(), query_labels.max())) + 1
+    k = min(k, len(bank))
+    correct = 0
+    for start in range(0, len(queries), chunk):
+        similarity, nearest = (queries[start : start + chunk] @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(nearest), classes, device=bank.device)
+        votes.scatter_add_(1, bank_labels[nearest], (similarity / temperature).exp())
+        correct += (votes.argmax(dim=1) == query_labels[start : start + chunk]).sum().item()
+    return correct / len(queries)
+
+
+def embedding_spread(x: torch.Tensor) -> float:
+    """Per-dimension std of the L2-normalised embeddings, times sqrt(dim): about 1 for embeddings spread evenly
+    over the sphere, 0 when every input maps to the same point (collapse)."""
+    x = F.normalize(x.float(), dim=1)
+    return (x.std(dim=0).mean() * x.shape[1] ** 0.5).item()

@@ -4,6 +4,11 @@ Configs under conf/backbone/ point at `timm_backbone` or `hybrid_backbone` with 
 caller completes them with the data's `in_chans` and `image_size`. Every returned module carries
 `num_features` (embedding width, from timm) and `family` (cnn | vit | mixer | hybrid) so that later code,
 e.g. XAI target-layer selection, can branch on the architecture kind without parsing model names.
+
+Two options of every backbone config (conf/config.yaml) are for the task that trains it and are only
+recorded on the module: `init_from` (a checkpoint whose backbone to start from) and `freeze` (train the
+head only). Loading weights needs the run's checkpoint resolver and freezing is a training choice; a
+trained model rebuilt from its config takes its own checkpoint and must stay differentiable for XAI.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def timm_backbone(
     drop_rate: float = 0.0,
     drop_path_rate: float | None = None,
     kwargs: dict | None = None,
+    init_from: str | None = None,
+    freeze: bool = False,
 ) -> nn.Module:
     """Headless timm model; ViT/Mixer also get `img_size` so their patch grid matches the data, not 224."""
     _check_family(family, ("cnn", *PATCH_FAMILIES))
@@ -49,7 +56,7 @@ def timm_backbone(
     )
     if family in PATCH_FAMILIES:
         _check_patch_divisible(model, image_size, model_name)
-    return _tag(model, family)
+    return _tag(model, family, init_from, freeze)
 
 
 def hybrid_backbone(
@@ -65,6 +72,8 @@ def hybrid_backbone(
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
     kwargs: dict | None = None,
+    init_from: str | None = None,
+    freeze: bool = False,
 ) -> VisionTransformer:
     """ViT whose tokens are the pixels (patch size 1) of one CNN stage's feature map, as in ViT's hybrids.
 
@@ -89,7 +98,7 @@ def hybrid_backbone(
         embed_layer=partial(HybridEmbed, backbone=cnn),
         **(kwargs or {}),
     )
-    return _tag(model, family)
+    return _tag(model, family, init_from, freeze)
 
 
 def _check_family(family: str, allowed: tuple[str, ...]) -> None:
@@ -115,7 +124,8 @@ def _check_patch_divisible(model: nn.Module, image_size: int, model_name: str) -
         raise ConfigError(f"image_size={image_size} is not divisible by the patch size {patch} of {model_name}")
 
 
-def _tag(model: nn.Module, family: str) -> nn.Module:
-    """Record the family on the module itself, so no wrapper hides timm's API (num_features, forward_features)."""
-    model.family = family
+def _tag(model: nn.Module, family: str, init_from: str | None, freeze: bool) -> nn.Module:
+    """Record the family and the training options on the module itself, so no wrapper hides timm's API
+    (num_features, forward_features)."""
+    model.family, model.init_from, model.freeze = family, init_from, freeze
     return model

@@ -10,9 +10,23 @@ class CellClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.backbone_frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    def freeze_backbone(self) -> None:
+        """Train the head only (a linear probe with a linear head): no gradients for the backbone, which also
+        stays in eval mode, so that its batch-norm statistics and dropout do not change either."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> CellClassifier:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
 
 def build_classifier(

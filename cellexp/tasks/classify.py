@@ -12,17 +12,19 @@ from accelerate.utils import set_seed
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cellexp.checkpoints import resolve_checkpoint
+from cellexp.checkpoints import ResolvedCheckpoint
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data, train_loader
 from cellexp.data.report import store_summary_figure
 from cellexp.data.transforms import BatchTransform, augmentation
 from cellexp.engine.accelerator import make_accelerator
-from cellexp.engine.checkpoint import BEST, CheckpointManager, load_model_state
+from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.loop import EarlyStopping, Selection, Trainer
 from cellexp.engine.metrics import classification_metrics, confusion_matrix
 from cellexp.engine.reports import write_confusion_matrix, write_predictions
-from cellexp.errors import CheckpointError, ConfigError
-from cellexp.models.classifier import CellClassifier, build_classifier
+from cellexp.errors import ConfigError
+from cellexp.models.classifier import CellClassifier
+from cellexp.tasks.pretrained import init_backbone
+from cellexp.tasks.trained import build_model, load_weights, resolve
 from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,12 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> float:
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
-    source = _checkpoint(cfg) if cfg.get("ckpt") else None
+    if cfg.get("ckpt") and cfg.backbone.get("init_from"):
+        raise ConfigError(
+            f"ckpt={cfg.ckpt} (the whole model) and backbone.init_from={cfg.backbone.init_from} (its backbone) "
+            "both name starting weights: give one"
+        )
+    source = resolve(cfg, cfg.ckpt) if cfg.get("ckpt") else None
     if source is None and not cfg.task.fit:
         raise ConfigError(
             "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
@@ -43,17 +50,22 @@ def run(cfg: DictConfig) -> float:
     set_seed(cfg.seed)
     model = build_model(model_cfg, num_classes=len(data.class_names))
     if source is not None:
-        _load_weights(model, source.folder)
+        load_weights(model, source.folder)
+    backbone_source = init_backbone(cfg, model.backbone) if source is None else None
+    if cfg.task.fit and model.backbone.freeze:
+        model.freeze_backbone()
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        _log_data_summary(tracker, data, accelerator, run_dir)
+        log_data_summary(tracker, data, accelerator, run_dir)
         _log_model_description(tracker, model, run_dir, accelerator)
         if source is not None:
             tracker.set_tags({"init_from": str(source.folder)})
+        if backbone_source is not None:
+            tag_backbone_source(tracker, model.backbone.init_from, backbone_source, accelerator)
         trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir, model_cfg.dataset.image_size)
         if cfg.task.fit:
             objective = _fit(cfg, trainer, data)
             best = run_dir / "checkpoints" / BEST
-            _load_weights(accelerator.unwrap_model(trainer.model), best)
+            load_weights(accelerator.unwrap_model(trainer.model), best)
             if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
                 tracker.log_artifacts(best, f"checkpoints/{BEST}")
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
@@ -62,26 +74,12 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
-def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
-    return build_classifier(
-        instantiate(cfg.backbone),
-        instantiate(cfg.head),
-        in_chans=cfg.dataset.in_chans,
-        image_size=cfg.dataset.image_size,
-        num_classes=num_classes,
-    )
-
-
-def _checkpoint(cfg: DictConfig):
-    return resolve_checkpoint(cfg.ckpt, cfg.logger, Path(cfg.paths.cache_dir))
-
-
 def _trainer(
     cfg, accelerator: Accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path, image_size: int
 ) -> Trainer:
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
+    optimizer = instantiate(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     stopping = cfg.trainer.get("early_stopping")
     return Trainer(
         accelerator,
@@ -104,7 +102,7 @@ def _trainer(
 
 
 def _fit(cfg: DictConfig, trainer: Trainer, data: CropData) -> float:
-    resume_from = _resume_checkpoint(cfg.trainer.get("resume"), trainer.checkpoints)
+    resume_from = trainer.checkpoints.resume_point(cfg.trainer.get("resume"))
     if resume_from is not None:
         trainer.resume_from(resume_from)
     batch, workers = cfg.trainer.batch_size, cfg.trainer.num_workers
@@ -114,30 +112,6 @@ def _fit(cfg: DictConfig, trainer: Trainer, data: CropData) -> float:
     )
     log.info("best %s = %.4f at epoch %d", cfg.task.optimized_metric, state.best_value, state.best_epoch)
     return state.best_value
-
-
-def _load_weights(model: torch.nn.Module, folder: Path) -> None:
-    try:
-        model.load_state_dict(load_model_state(folder))
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"checkpoint {folder} does not fit the model built from its config: "
-            f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
-        ) from None
-
-
-def _resume_checkpoint(resume, checkpoints: CheckpointManager):
-    if not resume:
-        return None
-    if str(resume) == "auto":
-        latest = checkpoints.latest()
-        if latest is None:
-            log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", checkpoints.folder)
-        return latest
-    path = Path(str(resume))
-    if not path.is_dir():
-        raise CheckpointError(f"trainer.resume={resume}: no such checkpoint folder")
-    return path
 
 
 def _test(cfg: DictConfig, trainer: Trainer, data: CropData, tracker, run_dir: Path) -> dict:
@@ -179,6 +153,7 @@ def _log_model_description(tracker, model: CellClassifier, run_dir: Path, accele
         f"model/{name}_params": _count(part)
         for name, part in (("total", model), ("backbone", model.backbone), ("head", model.head))
     }
+    metrics["model/trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     describe = getattr(model.head, "describe", None)
     if describe is not None:
         metrics.update({f"head/{key}": value for key, value in describe().items()})
@@ -192,7 +167,19 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _log_data_summary(tracker, data: CropData, accelerator: Accelerator, run_dir: Path) -> None:
+def tag_backbone_source(tracker, spec: str, source: ResolvedCheckpoint, accelerator: Accelerator) -> None:
+    """Where the backbone's starting weights came from: as given, the checkpoint, and the task that made it."""
+    tags = {
+        "backbone.init_from": str(spec),
+        "backbone.init_checkpoint": str(source.folder),
+        "backbone.init_task": str(source.config.get("task", {}).get("name", "?")),
+    }
+    log.info("backbone starts from %s", "  ".join(f"{k}={v}" for k, v in tags.items()))
+    if accelerator.is_main_process:
+        tracker.set_tags(tags)
+
+
+def log_data_summary(tracker, data: CropData, accelerator: Accelerator, run_dir: Path) -> None:
     if not accelerator.is_main_process:
         return
     summary = data.store.summary

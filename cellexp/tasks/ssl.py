@@ -1,0 +1,209 @@
+"""task=ssl: DINO self-supervised pretraining of any timm backbone on the train split's cells, labels unused.
+
+Each epoch a kNN probe of the teacher's backbone on the labelled val split (`val/knn_accuracy`, also at
+step 0 for the initial weights) picks the best checkpoint. The teacher's backbone is what later tasks
+take: `task=classify backbone.init_from=<this run>` and `cellexp.tasks.pretrained.pretrained_backbone`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Subset
+
+from cellexp.data.datamodule import eval_loader, load_crop_data, train_loader
+from cellexp.data.multicrop import MultiCrop, ViewKind
+from cellexp.data.sampling import stratified_subset
+from cellexp.data.transforms import BatchTransform
+from cellexp.engine.accelerator import make_accelerator
+from cellexp.engine.checkpoint import BEST, CheckpointManager
+from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer
+from cellexp.engine.loop import Selection
+from cellexp.errors import ConfigError
+from cellexp.models.backbones import PATCH_FAMILIES
+from cellexp.models.dino import Dino, DinoHead
+from cellexp.tasks.classify import log_data_summary, tag_backbone_source
+from cellexp.tasks.pretrained import init_backbone
+from cellexp.tracking import start_tracking
+
+log = logging.getLogger(__name__)
+
+# DINO's local crops are 96 px for 224 px global ones.
+LOCAL_SHARE = 96 / 224
+
+
+def run(cfg: DictConfig) -> float:
+    ssl = cfg.task
+    _check_options(cfg)
+    accelerator = make_accelerator(cfg.trainer)
+    run_dir = Path(cfg.paths.output_dir)
+    with accelerator.main_process_first():
+        data = load_crop_data(cfg.dataset, seed=cfg.seed)
+    set_seed(cfg.seed)
+    backbone = _backbone(cfg)
+    source = init_backbone(cfg, backbone)
+    multicrop = _multicrop(cfg, backbone)
+    model = Dino(
+        backbone,
+        DinoHead(backbone.num_features, **ssl.head),
+        global_views=ssl.crops.global_count,
+        student_temp=ssl.student_temp,
+        center_momentum=ssl.teacher.center_momentum,
+        centering=ssl.teacher.centering,
+    )
+    if accelerator.num_processes > 1:  # DINO's recipe: batch statistics over all GPUs
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optim.optimizer)(params=_param_groups(model.student))
+    with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
+        log_data_summary(tracker, data, accelerator, run_dir)
+        if accelerator.is_main_process:
+            parts = {"backbone": model.student.backbone, "head": model.student.head}
+            tracker.log_metrics({f"model/{k}_params": sum(p.numel() for p in v.parameters()) for k, v in parts.items()})
+            tracker.set_tags({"ssl.views": " ".join(str(size) for size in multicrop.sizes)})
+        if source is not None:
+            tag_backbone_source(tracker, backbone.init_from, source, accelerator)
+        knn_cells = ssl.knn.max_cells
+        batch, workers = cfg.trainer.eval_batch_size, cfg.trainer.num_workers
+        trainer = DinoTrainer(
+            accelerator,
+            model,
+            optimizer,
+            schedules=_schedules(cfg),
+            multicrop=multicrop,
+            eval_transform=BatchTransform(cfg.dataset.image_size),
+            bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
+            selection=Selection(ssl.optimized_metric, ssl.direction),
+            checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
+            seed=cfg.seed,
+            max_epochs=cfg.trainer.max_epochs,
+            grad_clip=cfg.trainer.grad_clip,
+            freeze_last_layer_epochs=ssl.freeze_last_layer_epochs,
+            knn_k=ssl.knn.k,
+            knn_temperature=ssl.knn.temperature,
+            collapse=CollapseRule(**ssl.collapse),
+            channels_last=cfg.trainer.channels_last,
+            log_metrics=tracker.log_metrics,
+            set_tags=tracker.set_tags,
+        )
+        resume = trainer.checkpoints.resume_point(cfg.trainer.get("resume"))
+        if resume is not None:
+            trainer.resume_from(resume)
+        state = trainer.fit(
+            train_loader(data.splits["train"], cfg.trainer.batch_size, workers, cfg.seed, balanced=False),
+            eval_loader(_subset(data.splits["val"], knn_cells, cfg.seed), batch, workers),
+        )
+        log.info("best %s = %.4f at epoch %d", ssl.optimized_metric, state.best_value, state.best_epoch)
+        if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
+            tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
+    return state.best_value
+
+
+def _check_options(cfg: DictConfig) -> None:
+    if cfg.get("ckpt"):
+        raise ConfigError(
+            f"task=ssl does not take ckpt={cfg.ckpt}: start from another run's backbone with "
+            "backbone.init_from=<checkpoint, run folder or MLflow run id>, continue this run with trainer.resume"
+        )
+    if cfg.backbone.get("freeze"):
+        raise ConfigError("backbone.freeze=true leaves task=ssl nothing to train")
+    crops = cfg.task.crops
+    if crops.global_count < 1 or crops.local_count < 0 or crops.global_count + crops.local_count < 2:
+        raise ConfigError(
+            f"task.crops: DINO needs at least one global view and two views in all; got "
+            f"global_count={crops.global_count}, local_count={crops.local_count}"
+        )
+
+
+def _backbone(cfg: DictConfig) -> nn.Module:
+    """The configured backbone; a ViT that will see views of several sizes interpolates its position embedding."""
+    backbone_cfg, extra = cfg.backbone, {}
+    if backbone_cfg.get("family") in ("vit", "hybrid"):
+        extra["kwargs"] = {**(backbone_cfg.get("kwargs") or {}), "dynamic_img_size": True}
+    return instantiate(backbone_cfg, **extra)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
+
+
+def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
+    """The configured views, each size tried on the backbone once, so that a size it cannot take fails here."""
+    crops, augment = cfg.task.crops, cfg.task.augment
+    patch = _patch_size(backbone)
+    local_size = crops.local_size or max(patch, round(crops.global_size * LOCAL_SHARE / patch) * patch)
+    for key, size in (("global_size", crops.global_size), ("local_size", local_size)):
+        if size % patch:
+            raise ConfigError(f"task.crops.{key}={size} is not a multiple of the backbone's patch size {patch}")
+    blur = augment.blur_prob
+    kinds = [
+        ViewKind(1, crops.global_size, tuple(crops.global_scale), blur.first_global),
+        ViewKind(crops.global_count - 1, crops.global_size, tuple(crops.global_scale), blur.other_global),
+        ViewKind(crops.local_count, local_size, tuple(crops.local_scale), blur.local),
+    ]
+    multicrop = MultiCrop(
+        [kind for kind in kinds if kind.count],
+        brightness=augment.brightness,
+        contrast=augment.contrast,
+        blur_sigma=tuple(augment.blur_sigma),
+    )
+    _check_sizes(backbone, cfg, sorted(set(multicrop.sizes)))
+    return multicrop
+
+
+def _patch_size(backbone: nn.Module) -> int:
+    if backbone.family in PATCH_FAMILIES:
+        return backbone.patch_embed.patch_size[0]
+    return 1
+
+
+def _check_sizes(backbone: nn.Module, cfg: DictConfig, sizes: list[int]) -> None:
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for size in sizes:
+            with torch.no_grad():
+                try:
+                    backbone(torch.zeros(1, cfg.dataset.in_chans, size, size))
+                except (RuntimeError, ValueError, AssertionError) as err:
+                    raise ConfigError(
+                        f"backbone {cfg.backbone.get('model_name')} cannot take task.crops views of {size} px "
+                        f"(sizes {sizes}; global_size, local_size): {err}"
+                    ) from None
+    finally:
+        backbone.train(was_training)
+
+
+def _param_groups(student: nn.Module) -> list[dict]:
+    """Weights decay on DINO's schedule; biases and norm parameters (1-d) never decay."""
+    decay, no_decay = [], []
+    for name, param in student.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "decay_scheduled": True}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedules(cfg: DictConfig) -> DinoSchedules:
+    teacher, schedule, optimizer = cfg.task.teacher, cfg.task.schedule, cfg.optim.optimizer
+    return DinoSchedules(
+        lr=optimizer.lr,
+        min_lr=schedule.min_lr,
+        warmup_epochs=schedule.warmup_epochs,
+        weight_decay=optimizer.get("weight_decay", 0.0),
+        weight_decay_end=schedule.weight_decay_end,
+        momentum=teacher.momentum,
+        momentum_end=teacher.momentum_end,
+        teacher_temp=teacher.temp,
+        warmup_teacher_temp=teacher.warmup_temp,
+        warmup_teacher_temp_epochs=teacher.warmup_temp_epochs,
+    )
+
+
+def _subset(dataset, max_cells: int | None, seed: int):
+    """At most max_cells of a split for the kNN probe, spread evenly over the classes."""
+    if max_cells is None or max_cells >= len(dataset):
+        return dataset
+    return Subset(dataset, stratified_subset(dataset.labels, max_cells, seed).tolist())

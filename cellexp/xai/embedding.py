@@ -1,0 +1,78 @@
+"""How well an embedding separates the classes: a 2-D UMAP to look at, silhouette and kNN accuracy to compare.
+
+Sphering (ZCA whitening, as DeepProfiler-style profiling does with control cells) decorrelates the
+dimensions and gives each unit variance, so that a few high-variance directions (often nuisance
+such as brightness) do not dominate distances. Without controls, the whole split is the reference.
+UMAP runs on at most PCA_DIMS principal components: same picture, a fraction of the time on
+wide embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+log = logging.getLogger(__name__)
+
+PCA_DIMS = 50
+# Added to the covariance eigenvalues, relative to their mean: keeps near-null directions from exploding.
+SPHERE_EPSILON = 1e-6
+
+
+def sphere(x: np.ndarray) -> np.ndarray:
+    """ZCA-whitened copy of x (N, D): centred, covariance close to the identity, axes kept."""
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    eigenvalues = np.clip(eigenvalues, 0, None)
+    scale = 1.0 / np.sqrt(eigenvalues + SPHERE_EPSILON * max(eigenvalues.mean(), np.finfo(x.dtype).tiny))
+    return (centred @ (eigenvectors * scale) @ eigenvectors.T).astype(x.dtype, copy=False)
+
+
+def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Leave-one-out accuracy of a k-nearest-neighbour majority vote (ties go to the lower class index)."""
+    k = min(k, len(x) - 1)
+    if k < 1:
+        return float("nan")
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    # Drop each cell itself (usually, but with duplicates not always, the first neighbour).
+    others = np.array([row[row != i][:k] for i, row in enumerate(neighbours)])
+    votes = np.zeros((len(x), labels.max() + 1), dtype=np.int64)
+    np.add.at(votes, (np.arange(len(x))[:, None], labels[others]), 1)
+    return float((votes.argmax(axis=1) == labels).mean())
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray, max_cells: int, seed: int) -> float:
+    """Mean silhouette (Euclidean) by class, on a seeded sample of at most max_cells (it is quadratic)."""
+    if not 2 <= len(np.unique(labels)) < len(x):
+        return float("nan")
+    sample = min(len(x), max_cells)
+    return float(silhouette_score(x, labels, sample_size=sample if sample < len(x) else None, random_state=seed))
+
+
+def umap_2d(x: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
+    """2-D UMAP coordinates (N, 2); a seeded fit (single-threaded in umap-learn, so reproducible)."""
+    import umap  # numba compiles on import: pay for it only when an embedding is drawn
+
+    if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
+        x = PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(x)
+    reducer = umap.UMAP(n_neighbors=max(2, min(neighbours, len(x) - 1)), random_state=seed, n_jobs=1)
+    return reducer.fit_transform(x).astype(np.float32)
+
+
+def embedding_report(
+    x: np.ndarray, labels: np.ndarray, knn_k: int, neighbours: int, max_silhouette: int, seed: int, spherical: bool
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics (silhouette, knn_accuracy) and UMAP coordinates of x (N, D) labelled by class."""
+    x = np.asarray(x, dtype=np.float32)
+    if spherical:
+        x = sphere(x)
+    metrics = {
+        "silhouette": silhouette(x, labels, max_silhouette, seed),
+        "knn_accuracy": knn_accuracy(x, labels, knn_k),
+    }
+    return metrics, umap_2d(x, neighbours, seed)

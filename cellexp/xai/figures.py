@@ -1,0 +1,132 @@
+"""Pictures of explanations: cell grids with overlays and mask outlines, run comparisons, histograms, UMAPs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+
+OUTLINE = "cyan"
+PER_ROW = 4  # cells per row of a grid, two panels each
+
+
+@dataclass(frozen=True)
+class CellView:
+    """One cell as drawn: input image and mask at the map's size, its map and a caption."""
+
+    image: np.ndarray  # (H, W) in [0, 1]
+    mask: np.ndarray  # (H, W) binary
+    cam: np.ndarray  # (H, W) in [0, 1]
+    caption: str
+    correct: bool | None  # None: true class unknown
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float) -> np.ndarray:
+    """The map in the jet colour map over the grey image: RGB uint8, `image_weight` of it the image."""
+    rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
+    return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=image_weight)
+
+
+def _outline(ax, mask: np.ndarray) -> None:
+    if mask.any() and not mask.all():
+        ax.contour(mask, levels=[0.5], colors=OUTLINE, linewidths=0.8)
+
+
+def _caption_colour(correct: bool | None) -> str:
+    return {True: "green", False: "red", None: "black"}[correct]
+
+
+def cell_grid(path: Path, cells: Sequence[CellView], title: str, image_weight: float) -> Path:
+    """Per cell: the input with its mask outline, then the overlay with the same outline; caption in green
+    (correct), red (wrong) or black (true class unknown)."""
+    per_row = max(1, min(PER_ROW, len(cells)))
+    rows = max(1, -(-len(cells) // per_row))
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * per_row * 1.4, rows * 2.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, cell in enumerate(cells):
+        left, right = axes[i // per_row, 2 * (i % per_row)], axes[i // per_row, 2 * (i % per_row) + 1]
+        left.imshow(cell.image, cmap="gray", vmin=0, vmax=1)
+        right.imshow(overlay(cell.image, cell.cam, image_weight))
+        for ax in (left, right):
+            _outline(ax, cell.mask)
+        left.set_title(cell.caption, fontsize=6, loc="left", color=_caption_colour(cell.correct))
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def comparison_grid(
+    path: Path,
+    runs: Sequence[str],
+    inputs: Sequence[str],
+    cells: Sequence[Sequence[CellView]],
+    title: str,
+    image_weight: float,
+) -> Path:
+    """One row per cell: the input captioned `inputs[i]`, then each run's overlay (cells[r][i]: run r, cell i)."""
+    count = len(inputs)
+    fig, axes = plt.subplots(count, 1 + len(runs), figsize=(2.0 * (1 + len(runs)), 2.0 * count), squeeze=False)
+    for i, caption in enumerate(inputs):
+        first = cells[0][i]
+        axes[i, 0].imshow(first.image, cmap="gray", vmin=0, vmax=1)
+        _outline(axes[i, 0], first.mask)
+        axes[i, 0].set_title(caption, fontsize=6, loc="left")
+        for r, run in enumerate(runs):
+            view = cells[r][i]
+            ax = axes[i, 1 + r]
+            ax.imshow(overlay(view.image, view.cam, image_weight))
+            _outline(ax, view.mask)
+            ax.set_title(f"{run}\n{view.caption}", fontsize=6, loc="left", color=_caption_colour(view.correct))
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def histogram(path: Path, scores: np.ndarray, correct: np.ndarray | None, threshold: float, title: str) -> Path:
+    """Grad-CAMO distribution over [0, 1], split into correct and wrong cells where the truth is known."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(0, 1, 21)
+    finite = np.isfinite(scores)
+    if correct is None:
+        ax.hist(scores[finite], bins=bins, color="tab:blue", label="cells")
+    else:
+        groups = [scores[finite & correct], scores[finite & ~correct]]
+        ax.hist(groups, bins=bins, stacked=True, color=["tab:green", "tab:red"], label=["correct", "wrong"])
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("Grad-CAMO (share of the map inside the cell)")
+    ax.set_ylabel("cells")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def umap_scatter(path: Path, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Path:
+    """2-D embedding, one colour per class; small markers so that tens of thousands of cells stay legible."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    size = max(1.0, min(12.0, 3000 / max(len(coords), 1)))
+    colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        if chosen.any():
+            ax.scatter(*coords[chosen].T, s=size, color=colours(c % colours.N), label=name, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
