@@ -13,7 +13,7 @@ from cellexp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classify",)
+TASKS = ("classify", "xai", "ssl", "mil")
 
 
 def run(cfg: DictConfig) -> float:

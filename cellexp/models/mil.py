@@ -1,0 +1,44 @@
+"""Multiple-instance learning over a sequence's patch embeddings: gated attention (Ilse et al. 2018).
+
+A bag is every patch of every frame of one sequence (or of a training sample of its frames). Bags of
+different sizes go through together, padded, with a mask; attention is a softmax over the real instances
+only, so padding changes nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GatedAttentionMIL(nn.Module):
+    """a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))); bag = sum_i a_i h_i; logits = classifier(bag)."""
+
+    def __init__(self, in_dim: int, num_classes: int, attention_dim: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.value = nn.Linear(in_dim, attention_dim)
+        self.gate = nn.Linear(in_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+        self.classifier = nn.Linear(in_dim, num_classes)
+
+    def forward(self, instances: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """instances (B, N, in_dim), mask (B, N) True for real instances -> logits (B, C), attention (B, N)."""
+        h = self.dropout(instances)
+        scores = self.score(torch.tanh(self.value(h)) * torch.sigmoid(self.gate(h))).squeeze(-1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        attention = scores.softmax(dim=1)
+        bag = torch.einsum("bn,bnd->bd", attention, h)
+        return self.classifier(bag), attention
+
+
+def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bags of (n_i, d) instances into (B, max n_i, d) zeros-padded, and the (B, max n_i) mask of real ones."""
+    longest = max(len(b) for b in bags)
+    out = bags[0].new_zeros((len(bags), longest, bags[0].shape[1]))
+    mask = torch.zeros((len(bags), longest), dtype=torch.bool, device=bags[0].device)
+    for i, bag in enumerate(bags):
+        out[i, : len(bag)] = bag
+        mask[i, : len(bag)] = True
+    return out, mask

@@ -1,0 +1,253 @@
+"""task=mil: file names, sequences, splits, TSS, patch selection and store, the MIL model, and one small run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cellexp
+from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patches
+from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan, segment_sample
+from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.errors import DataError
+from cellexp.models.mil import GatedAttentionMIL, pad_bags
+
+SMALL = {"height": 96, "width": 128, "cells": 18, "scale": 1.5, "timepoints": 4, "wells": 3}
+SMALL_PATCHES = PatchSettings(size=32, top_k=6, downsample=1, min_object_px=8, shard_images=50)
+# The task tests' data and model: 6 lines x 4 batches x 4 wells x 6 frames of 128x96, shared by the session.
+MIL_DATA = {**SMALL, "wells": 4, "timepoints": 6}
+TINY_MIL = [
+    "task=mil",
+    "dataset=timelapse_synthetic",
+    "backbone=test_resnet",
+    "trainer.cpu=true",
+    "trainer.max_epochs=3",
+    "dataset.image_size=64",
+    "dataset.patches.size=32",
+    "dataset.patches.top_k=6",
+    "dataset.patches.downsample=1",
+    "dataset.patches.min_object_px=8",
+    *(f"dataset.generate.{k}={v}" for k, v in MIL_DATA.items()),
+]
+
+
+def test_parser_reads_fields_exactly():
+    frames = [
+        parse_name("MCF7/batch_2/VID1709_D1_3_01d02h30m.jpg"),
+        parse_name("MCF7/batch_2/VID1709_D11_3_01d02h30m.jpg"),
+        parse_name("MCF7/batch_2/VID171_B1_12_00d00h00m.png"),
+    ]
+    assert [f.well for f in frames] == ["D1", "D11", "B1"]
+    assert [f.experiment for f in frames] == ["1709", "1709", "171"]
+    assert [f.flask for f in frames] == ["3", "3", "12"]
+    assert (frames[0].line, frames[0].batch, frames[0].hours) == ("MCF7", "2", 26.5)
+    assert len({f.sequence for f in frames}) == 3  # D1, D11 and B1 are three wells
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MCF7/batch_2/VID1709_D1_3_01d02h30m.txt",  # not an image
+        "MCF7/run_2/VID1709_D1_3_01d02h30m.jpg",  # no batch folder
+        "MCF7/batch_2/VID1709-D1-3-01d02h30m.jpg",  # other separators
+        "MCF7/batch_2/VID1709_D1_3_01d25h30m.jpg",  # hour out of range
+        "MCF7/batch_2/VID1709_DD1_3_01d02h30m.jpg",  # not a well
+        "VID1709_D1_3_01d02h30m.jpg",  # no line or batch folder
+    ],
+)
+def test_parser_rejects_other_names(name):
+    with pytest.raises(DataError, match="VID1709"):
+        parse_name(name)
+
+
+def _touch(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name)
+
+
+def test_scan_groups_sequences_by_time_and_names_what_it_skips(tmp_path):
+    _touch(
+        tmp_path,
+        [
+            "A/batch_1/VID1709_D1_1_00d10h00m.png",
+            "A/batch_1/VID1709_D1_1_00d02h00m.png",
+            "A/batch_1/VID1709_D1_1_01d00h00m.png",
+            "A/batch_1/VID1709_D11_1_00d02h00m.png",  # a well of its own, one frame: too short
+            "A/batch_2/VID1710_D1_1_00d02h00m.png",  # same well name, other batch: another sequence
+            "A/batch_2/VID1710_D1_1_00d04h00m.png",
+            "A/batch_1/notes.png",
+        ],
+    )
+    frames, failed = scan(tmp_path)
+    assert [f["image"] for f in failed] == ["A/batch_1/notes.png"]
+    sequences, skipped = group_sequences(frames, min_frames=2)
+    assert [s.key for s in sequences] == ["A/batch_1/D1", "A/batch_2/D1"]
+    assert sequences[0].hours.tolist() == [2.0, 10.0, 24.0]
+    assert skipped == [{"sequence": "A/batch_1/D11", "reason": "1 images, fewer than 2"}]
+
+
+def _sequences(lines=6, batches=4, wells=("D1", "D11", "B1", "B11")):
+    frames = [
+        parse_name(f"L{line}/batch_{b}/VID17{b}_{w}_1_00d0{t}h00m.jpg")
+        for line in range(lines)
+        for b in range(1, batches + 1)
+        for w in wells
+        for t in range(3)
+    ]
+    return group_sequences(frames)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_separated_split_keeps_batches_apart(seed):
+    splits = build_splits(_sequences(), "batch_separated", seed, val_fraction=0.25)
+    batches = {name: {(s.line, s.batch) for s in seqs} for name, seqs in splits.items()}
+    assert not (batches["train"] | batches["val"]) & batches["test"]
+    per_line = {line: {b for (ln, b) in batches["train"] if ln == line} for line, _ in batches["train"]}
+    assert all(len(b) == 1 for b in per_line.values()) and len(per_line) == 6  # one training batch per line
+    assert {s.line for s in splits["val"]} == set(per_line)  # val from every line's training wells
+    assert len(splits["test"]) == 6 * 3 * 4
+    keys = [s.key for seqs in splits.values() for s in seqs]
+    assert len(keys) == len(set(keys)) == 6 * 4 * 4
+
+
+def test_seeds_choose_the_training_batch():
+    chosen = {
+        tuple(sorted({(s.line, s.batch) for s in build_splits(_sequences(), "batch_separated", seed)["train"]}))
+        for seed in range(5)
+    }
+    assert len(chosen) > 1
+
+
+def test_batch_stratified_split_splits_wells_within_batches():
+    splits = build_splits(_sequences(), "batch_stratified", 0, val_fraction=0.25)
+    wells = {name: {s.key for s in seqs} for name, seqs in splits.items()}
+    assert not wells["train"] & wells["test"] and not wells["val"] & wells["test"]
+    assert {(s.line, s.batch) for s in splits["test"]} == {(s.line, s.batch) for s in _sequences()}
+    assert len(splits["test"]) == 6 * 4 * 3  # sized like the separated split: 3 of 4 wells' worth per line
+
+
+def test_splits_need_two_batches_per_line():
+    with pytest.raises(DataError, match="line L0 has one batch"):
+        build_splits(_sequences(batches=1), "batch_separated", 0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_segment_sampling_keeps_order_and_at_least_one_frame(seed):
+    rng = np.random.default_rng(seed)
+    hours = np.sort(rng.uniform(0, 96, rng.integers(1, 40)))
+    indices, weight = segment_sample(hours, rng, window=(2.0, 4.0), keep=0.3)
+    assert len(indices) >= 1 and np.all(np.diff(indices) > 0)
+    assert 0 <= indices.min() and indices.max() < len(hours)
+    assert 0 < weight <= 1 and weight == pytest.approx(len(indices) / len(hours))
+    if len(hours) > 1:  # every window keeps a frame: no gap longer than two windows
+        width = 4.0 * np.mean(np.diff(hours))
+        assert np.diff(hours[indices]).max(initial=0) < 2 * width + 1e-9
+
+
+def test_patch_selection_finds_cells_and_drops_overlaps():
+    image = np.full((96, 128), 140, np.uint8)
+    yy, xx = np.mgrid[:96, :128]
+    for cy, cx in [(20, 20), (70, 100), (50, 60)]:
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = 60
+    chosen = select_patches(image, SMALL_PATCHES)
+    assert 1 <= len(chosen.corners) <= SMALL_PATCHES.top_k
+    assert np.all(chosen.confluency[:-1] >= chosen.confluency[1:])
+    centres = chosen.corners + 16
+    for cy, cx in [(20, 20), (70, 100), (50, 60)]:  # every cell is inside some patch
+        assert np.any(np.all(np.abs(centres - [cy, cx]) <= 16, axis=1))
+    d = np.clip(32 - np.abs(chosen.corners[:, None] - chosen.corners[None]), 0, None).prod(-1)
+    iou = d / (2 * 32 * 32 - d)
+    assert (iou[~np.eye(len(iou), dtype=bool)] <= SMALL_PATCHES.max_overlap).all()
+
+
+def test_blank_and_noise_frames_have_no_foreground():
+    rng = np.random.default_rng(0)
+    assert not len(select_patches(np.full((96, 128), 128, np.uint8), SMALL_PATCHES).corners)
+    noise = np.clip(rng.normal(128, 4, (96, 128)), 0, 255).astype(np.uint8)
+    assert not len(select_patches(noise, SMALL_PATCHES).corners)
+
+
+def test_synthetic_layout_and_patch_store(tmp_path):
+    root = generate_timelapse(tmp_path / "tl", **SMALL)
+    frames, failed = scan(root)
+    assert not failed and len(frames) == 6 * 4 * 3 * 4
+    assert {f.well for f in frames} == {"D1", "D11", "B1"}
+    blank = root / "A549" / "batch_1" / "VID1700_D1_1_00d00h00m.jpg"
+    Image.fromarray(np.full((96, 128), 128, np.uint8)).save(blank)  # one frame without foreground
+    frames = scan(root)[0]
+    store = prepare_patch_store(root, frames, SMALL_PATCHES, tmp_path / "patches")
+    summary = store.summary
+    assert [f["image"] for f in summary["failed_images"]] == ["A549/batch_1/VID1700_D1_1_00d00h00m.jpg"]
+    assert store.images.shape[1:] == (32, 32) and len(store.images) == len(store.manifest())
+    assert len({row["image_file"] for row in store.manifest()}) == len(frames) - 1
+    again = prepare_patch_store(root, frames, SMALL_PATCHES, tmp_path / "patches")
+    assert again.path == store.path  # built once, then reused
+
+
+def test_gated_attention_ignores_padding():
+    torch.manual_seed(0)
+    model = GatedAttentionMIL(16, 6, attention_dim=8).eval()
+    bags = [torch.randn(5, 16), torch.randn(9, 16)]
+    x, mask = pad_bags(bags)
+    logits, attention = model(x, mask)
+    alone, alone_attention = model(bags[0].unsqueeze(0))
+    assert torch.allclose(logits[0], alone[0], atol=1e-6)
+    assert torch.allclose(attention[0, :5], alone_attention[0], atol=1e-6)
+    assert (attention[0, 5:] == 0).all() and torch.allclose(attention.sum(1), torch.ones(2))
+
+
+def test_mil_task_runs_end_to_end(make_cfg, data_dir):
+    cfg = make_cfg([*TINY_MIL, f"dataset.root={data_dir / 'timelapse'}"], tiny=False)
+    value = cellexp.run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert 0 <= value <= 1
+    summary = json.loads((run_dir / "data" / "summary.json").read_text())
+    assert set(summary["lines"]) == {"A549", "HeLa", "MCF7", "U2OS", "HEK293", "PC3"}
+    assert summary["splits"]["test"]["sequences"] == 6 * 3 * 4
+    for name in ("attention.csv", "predictions.csv", "attention.png"):
+        assert (run_dir / "test" / name).is_file()
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    run = mlflow.search_runs(experiment_names=[cfg.logger.experiment_name], output_format="list")[0]
+    for key in (
+        "test/sequence/top1",
+        "test/sequence/top3",
+        "test/batch/top5",
+        "test/batch/auc",
+        "val/sequence/macro_f1",
+    ):
+        assert key in run.data.metrics
+    assert "test/baseline/batch/top1" in run.data.metrics
+
+
+# Acceptance (issue 6): on the batch-separated split of the synthetic time-lapse (6 lines, 3 test batches per line,
+# fixed seeds), MIL should beat the per-image baseline on the same embeddings by MARGIN in sequence and batch top-1.
+MARGIN = 0.05
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met yet: on frozen random test_resnet embeddings MIL reaches test sequence top-1 0.25 (batch 0.22, "
+    "chance 0.17) against the per-image logistic-regression baseline's 0.32 (batch 0.39); at 40 epochs MIL falls to "
+    "0.21 (batch 0.17): it learns the training batch's look, and val (same batch) cannot tell",
+)
+def test_mil_beats_the_per_image_baseline_across_batches(make_cfg, data_dir):
+    overrides = [
+        *TINY_MIL,
+        f"dataset.root={data_dir / 'timelapse'}",
+        "trainer.max_epochs=20",
+        "task.bags_per_step=4",
+        "seed=0",
+    ]
+    cfg = make_cfg(overrides, tiny=False)
+    cellexp.run(cfg)
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    metrics = mlflow.search_runs(experiment_names=[cfg.logger.experiment_name], output_format="list")[0].data.metrics
+    for level in ("sequence", "batch"):
+        assert metrics[f"test/{level}/top1"] >= metrics[f"test/baseline/{level}/top1"] + MARGIN
