@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,31 +26,17 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_auroc, multiclass_f1_score
 from tqdm import tqdm
 
-from cellexp.data.patches import PatchSettings, prepare_patch_store
+from cellexp.data.bags import Bag, bag_splits, dataset_root, load_bags
 from cellexp.data.store import SplitStore
-from cellexp.data.timelapse import Sequence, build_splits, describe, group_sequences, scan, segment_sample, split_counts
-from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.data.timelapse import describe, segment_sample, split_counts
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import BEST, CheckpointManager
-from cellexp.errors import ConfigError, DataError
+from cellexp.errors import ConfigError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Bag:
-    """A sequence's patches: one array of patch-store rows per usable frame, in time order."""
-
-    sequence: Sequence
-    hours: np.ndarray
-    frames: list[np.ndarray]
-
-    @property
-    def rows(self) -> np.ndarray:
-        return np.concatenate(self.frames)
 
 
 def run(cfg: DictConfig) -> float:
@@ -65,13 +50,9 @@ def run(cfg: DictConfig) -> float:
         root = dataset_root(cfg.dataset)
         store, bags, problems = load_bags(cfg.dataset, root)
     class_names = sorted({b.sequence.line for b in bags})
-    splits = build_splits(
-        [b.sequence for b in bags], cfg.dataset.split_scheme, cfg.dataset.split_seed, cfg.dataset.val_fraction
-    )
-    by_key = {b.sequence.key: b for b in bags}
-    split_bags = {name: [by_key[s.key] for s in seqs] for name, seqs in splits.items()}
+    split_bags = bag_splits(cfg.dataset, bags)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        _log_data(tracker, run_dir, bags, splits, problems, accelerator.is_main_process)
+        _log_data(tracker, run_dir, bags, split_bags, problems, accelerator.is_main_process)
         embeddings, source = embed_store(cfg, store, accelerator.device)
         tracker.set_tags({"mil.embedding": source})
         train_rows = np.concatenate([b.rows for b in split_bags["train"]])
@@ -101,57 +82,8 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
-def dataset_root(dataset: DictConfig) -> Path:
-    """The folder to read: dataset.root, or for generated data its subfolder keyed by the generator's settings."""
-    if not dataset.get("root"):
-        raise ConfigError("dataset.root is not set: give the folder that holds <line>/batch_<k>/VID...jpg")
-    root = Path(dataset.root).expanduser()
-    generate = dataset.get("generate")
-    if generate is None:
-        if not root.is_dir():
-            raise DataError(f"dataset.root={root} is not a folder")
-        return root
-    settings = OmegaConf.to_container(generate, resolve=True)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return generate_timelapse(root / key, **settings)
-
-
-def load_bags(dataset: DictConfig, root: Path) -> tuple[SplitStore, list[Bag], dict]:
-    """Frames parsed and grouped, patches selected (once), bags built; everything skipped is named in `problems`."""
-    frames, bad_names = scan(root)
-    sequences, short = group_sequences(frames, dataset.min_frames)
-    settings = PatchSettings(**OmegaConf.to_container(dataset.patches, resolve=True))
-    used = [f for s in sequences for f in s.frames]
-    store = prepare_patch_store(root, used, settings, Path(dataset.cache_dir))
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for row in store.manifest():
-        rows_of[row["image_file"]].append(int(row["index"]))
-    bags = []
-    for s in sequences:
-        kept = [f for f in s.frames if rows_of.get(f.path)]
-        if len(kept) < dataset.min_frames:
-            short.append(
-                {"sequence": s.key, "reason": f"{len(kept)} frames with patches, fewer than {dataset.min_frames}"}
-            )
-            continue
-        hours = np.asarray([f.hours for f in kept])
-        bags.append(Bag(s, hours, [np.asarray(rows_of[f.path], np.int64) for f in kept]))
-    problems = {
-        "bad_names": bad_names,
-        "images_without_patches": store.summary["failed_images"],
-        "skipped_sequences": short,
-    }
-    for kind, entries in problems.items():
-        for entry in entries:
-            log.warning(
-                "%s: %s (%s)", kind.replace("_", " "), entry.get("image") or entry.get("sequence"), entry["reason"]
-            )
-    if not bags:
-        raise DataError(f"no usable sequence under {root}: {sum(map(len, problems.values()))} problems, see the log")
-    return store, bags, problems
-
-
-def _log_data(tracker, run_dir: Path, bags: list[Bag], splits, problems: dict, main: bool) -> None:
+def _log_data(tracker, run_dir: Path, bags: list[Bag], split_bags: dict, problems: dict, main: bool) -> None:
+    splits = {name: [b.sequence for b in members] for name, members in split_bags.items()}
     found = describe([b.sequence for b in bags])
     for line, counts in found.items():
         log.info(
