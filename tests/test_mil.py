@@ -233,15 +233,19 @@ MARGIN = 0.05
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not met yet: on frozen random test_resnet embeddings MIL reaches test sequence top-1 0.25 (batch 0.22, "
-    "chance 0.17) against the per-image logistic-regression baseline's 0.32 (batch 0.39); at 40 epochs MIL falls to "
-    "0.21 (batch 0.17): it learns the training batch's look, and val (same batch) cannot tell",
+    reason="not met yet: on frozen random test_resnet embeddings (8 wells, colonies, key share 0.2) MIL reaches test "
+    "sequence top-1 0.31 (batch 0.33, chance 0.17) against the per-image baseline's 0.33 (0.33); over split seeds "
+    "0-2 MIL leads by 0.02. Val (the training batch) reaches 1.00: cell density differs by batch and random "
+    "features follow it",
 )
 def test_mil_beats_the_per_image_baseline_across_batches(make_cfg, data_dir):
     overrides = [
         *TINY_MIL,
         f"dataset.root={data_dir / 'timelapse'}",
-        "trainer.max_epochs=20",
+        "dataset.generate.wells=8",
+        "dataset.generate.key_share=0.2",
+        "trainer.max_epochs=60",
+        "optim.optimizer.lr=3e-3",
         "task.bags_per_step=4",
         "seed=0",
     ]

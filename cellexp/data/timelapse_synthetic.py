@@ -84,14 +84,22 @@ def render_frame(
     cells: int,
     key_share: float,
     scale: float,
+    colonies: int = 0,
 ) -> np.ndarray:
-    """One uint8 frame: cells darker than the background with a bright rim, under the batch's artefacts."""
+    """One uint8 frame: cells darker than the background with a bright rim, under the batch's artefacts.
+    With `colonies`, the line's own cells gather around that many points, the generic ones spread evenly."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     ramp = (np.cos(look.angle) * (xx / width - 0.5) + np.sin(look.angle) * (yy / height - 0.5)) * 2
     signal = np.zeros((height, width), np.float32)
+    centres = rng.uniform(0, [height, width], (max(colonies, 1), 2))
+    spread = 2.5 * morphology.radius * scale
     for _ in range(cells):
-        shape = morphology if rng.random() < key_share else GENERIC
-        _stamp(signal, rng, shape, scale, rng.uniform(0, [height, width]))
+        if rng.random() < key_share:
+            at = centres[rng.integers(len(centres))] + rng.normal(0, spread, 2) if colonies else None
+            shape = morphology
+        else:
+            at, shape = None, GENERIC
+        _stamp(signal, rng, shape, scale, rng.uniform(0, [height, width]) if at is None else at)
     signal = ndimage.gaussian_filter(signal, look.blur) if look.blur > 0.05 else signal
     image = look.background * (1 + look.gradient * ramp) + 0.35 * look.contrast * signal
     image += rng.normal(0, 0.02, image.shape).astype(np.float32)
@@ -136,6 +144,7 @@ def generate_timelapse(
     cells: int = 40,
     key_share: float = 0.35,
     scale: float = 1.0,
+    colonies: int = 0,
     seed: int = 0,
     ext: str = "jpg",
 ) -> Path:
@@ -166,7 +175,9 @@ def generate_timelapse(
                 for t in range(timepoints):
                     hours = t * interval_hours + rng.uniform(0, 0.2)
                     count = int(cells * look.density * (1 + 0.03 * hours))
-                    frame = render_frame(rng, height, width, MORPHOLOGIES[line], look, count, key_share, scale)
+                    frame = render_frame(
+                        rng, height, width, MORPHOLOGIES[line], look, count, key_share, scale, colonies
+                    )
                     name = f"VID{experiment}_{well}_{batch + 1}_{_stamp_time(hours)}.{ext}"
                     Image.fromarray(frame).save(folder / name, quality=95)
         (tmp / COMPLETE_MARKER).touch()

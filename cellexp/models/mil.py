@@ -12,14 +12,20 @@ from torch import nn
 
 
 class GatedAttentionMIL(nn.Module):
-    """a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))); bag = sum_i a_i h_i; logits = classifier(bag)."""
+    """a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))); bag = sum_i a_i h_i; logits = classifier(norm(bag)).
 
-    def __init__(self, in_dim: int, num_classes: int, attention_dim: int = 128, dropout: float = 0.0):
+    `bag_norm` layer-normalises the pooled bag: a weighted mean of standardised instances is much smaller than
+    they are, and its scale varies with how spread the attention is."""
+
+    def __init__(
+        self, in_dim: int, num_classes: int, attention_dim: int = 128, dropout: float = 0.0, bag_norm: bool = True
+    ):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.value = nn.Linear(in_dim, attention_dim)
         self.gate = nn.Linear(in_dim, attention_dim)
         self.score = nn.Linear(attention_dim, 1)
+        self.norm = nn.LayerNorm(in_dim) if bag_norm else nn.Identity()
         self.classifier = nn.Linear(in_dim, num_classes)
 
     def forward(self, instances: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +36,7 @@ class GatedAttentionMIL(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         attention = scores.softmax(dim=1)
         bag = torch.einsum("bn,bnd->bd", attention, h)
-        return self.classifier(bag), attention
+        return self.classifier(self.norm(bag)), attention
 
 
 def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
