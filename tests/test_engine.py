@@ -1,4 +1,4 @@
-"""Engine pieces on their own: early stopping, best-epoch selection, checkpoints, metrics, precision checks."""
+"""Engine pieces on their own: early stopping, best-epoch selection, checkpoints, metrics, precision."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager, load_model_state, load_training_state
+from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.loop import EarlyStopping, Selection
 from cellexp.engine.metrics import classification_metrics, confusion_matrix
 from cellexp.errors import ConfigError
@@ -63,3 +64,21 @@ def test_metrics_over_a_whole_split_match_a_hand_count():
 def test_unknown_precision_is_named():
     with pytest.raises(ConfigError, match="trainer.precision='fp8'"):
         make_accelerator(OmegaConf.create({"precision": "fp8", "cpu": True, "grad_accum_steps": 1, "compile": False}))
+
+
+def test_bf16_weight_gradients_of_a_strided_conv_on_a_1px_map_match_float32():
+    # Unguarded, oneDNN's AVX-512 bf16 kernel returns garbage (often NaN) for this gradient on most calls.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(48, 48, 3, stride=2, padding=1, bias=False)
+    x, upstream = torch.randn(32, 48, 1, 1).relu(), torch.randn(32, 48, 1, 1) * 1e-3
+    (conv(x) * upstream).sum().backward()
+    reference, conv.weight.grad = conv.weight.grad.clone(), None
+    guard_small_strided_convs(conv)
+    for _ in range(20):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        (out * upstream).sum().backward()
+        assert out.dtype == torch.float32 and torch.allclose(conv.weight.grad, reference, atol=1e-6)
+        conv.weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(torch.randn(2, 48, 4, 4)).dtype == torch.bfloat16  # maps at least the stride stay in bf16

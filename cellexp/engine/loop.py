@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cellexp.engine.checkpoint import BEST, CheckpointManager, load_model_state, load_training_state
+from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.metrics import classification_metrics
 from cellexp.engine.preemption import Preempted, PreemptionWatch
 from cellexp.errors import ConfigError, NonFiniteLossError
@@ -100,6 +101,8 @@ class Trainer:
         log_metrics: MetricsLogger = lambda metrics, step: None,
     ):
         self.acc = accelerator
+        if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
+            guard_small_strided_convs(model)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.scheduler, self.criterion = scheduler, criterion
         self.train_transform = train_transform.to(accelerator.device).train()
