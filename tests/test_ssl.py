@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -15,6 +16,8 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 import cellexp
+from cellexp.data.bags import bag_splits, dataset_root, load_bags
+from cellexp.data.datamodule import load_patch_data
 from cellexp.data.multicrop import MultiCrop, ViewKind, _random_blur
 from cellexp.engine.checkpoint import MODEL_FILE, CheckpointManager, load_training_state
 from cellexp.engine.dino import DinoSchedules, cosine_schedule
@@ -28,19 +31,34 @@ from tests.conftest import compose_cfg
 # A small head (batch norm in it, which breaks the symmetry of a random CNN's outputs sooner) and few cells:
 # a few seconds per epoch on two CPU cores. The teacher follows the student faster than with DINO's 0.996
 # because the run is a few dozen steps long.
-SSL = [
+DINO = [
     "task=ssl",
-    "dataset.limit=512",
     "task.head.out_dim=4096",
     "task.head.hidden_dim=256",
     "task.head.bottleneck_dim=128",
     "task.head.batch_norm=true",
     "task.crops.local_count=2",
     "task.teacher.momentum=0.99",
-    "trainer.max_epochs=4",
 ]
+SSL = [*DINO, "dataset.limit=512", "trainer.max_epochs=4"]
 # The same, cut down to what a run needs to show that it runs.
 QUICK = [*SSL, "dataset.limit=64", "trainer.max_epochs=1"]
+# The time-lapse of tests/test_mil.py's task tests (6 lines x 4 batches x 4 wells x 6 frames of 128x96, 32 px
+# patches; in the same folder, so that a session generates it once).
+TIMELAPSE = [
+    "dataset=timelapse_synthetic",
+    "backbone=test_resnet",
+    "trainer.cpu=true",
+    "trainer.batch_size=32",
+    "dataset.image_size=32",
+    "dataset.patches.size=32",
+    "dataset.patches.top_k=6",
+    "dataset.patches.downsample=1",
+    "dataset.patches.min_object_px=8",
+    *(f"dataset.generate.{k}={v}" for k, v in {"height": 96, "width": 128, "cells": 18, "scale": 1.5}.items()),
+    "dataset.generate.timepoints=6",
+    "dataset.generate.wells=4",
+]
 
 
 # -- pieces -------------------------------------------------------------------------------------
@@ -231,6 +249,39 @@ def test_embedding_tasks_load_the_teacher_backbone(pretrained, make_cfg):
     assert all(torch.equal(v, teacher[f"teacher.backbone.{k}"]) for k, v in backbone.state_dict().items())
     with torch.no_grad():
         assert backbone(torch.zeros(2, 1, 32, 32)).shape == (2, backbone.num_features)
+
+
+# -- time-lapse patches ---------------------------------------------------------------------------
+
+
+def test_time_lapse_splits_are_the_patches_of_their_sequences(make_cfg, data_dir):
+    cfg = make_cfg([*TIMELAPSE, f"dataset.root={data_dir / 'timelapse'}"], tiny=False)
+    data = load_patch_data(cfg.dataset, seed=0)
+    store, bags, _ = load_bags(cfg.dataset, dataset_root(cfg.dataset))
+    for split, members in bag_splits(cfg.dataset, bags).items():
+        patches = data.splits[split]
+        assert members and sorted(patches.indices) == sorted(np.concatenate([bag.rows for bag in members]))
+        lines = [data.class_names[label] for label in patches.labels]
+        assert lines == [bag.sequence.line for bag in members for _ in bag.rows]
+        crops, labels = patches.__getitems__([0, len(patches) - 1])
+        assert crops.shape == (2, 1, 32, 32) and crops.dtype == torch.uint8
+        assert torch.equal(crops[0, 0], torch.from_numpy(store.images[patches.indices[0]]))
+    rows = np.concatenate([patches.indices for patches in data.splits.values()])
+    assert len(np.unique(rows)) == len(rows)  # no patch in two splits
+
+
+@pytest.mark.slow
+def test_pretraining_on_time_lapse_patches_hands_its_teacher_to_mil(make_cfg, data_dir):
+    data = [*TIMELAPSE, f"dataset.root={data_dir / 'timelapse'}"]
+    ssl = make_cfg([*DINO, *data, "trainer.max_epochs=1"], run_name="ssl", tiny=False)
+    ssl_dir = ssl.paths.output_dir  # resolved now: it follows whichever Hydra config is current
+    objective = cellexp.run(ssl)
+    run = _run_of(ssl)
+    history = {m.step: m.value for m in _client(ssl).get_metric_history(run.info.run_id, "val/knn_accuracy")}
+    assert objective == history[1] > history[0]  # the val sequences' patches, by cell line, against the train ones
+    mil = make_cfg(["task=mil", *data, "trainer.max_epochs=1", f"ckpt={ssl_dir}"], run_name="mil", tiny=False)
+    assert 0 <= cellexp.run(mil) <= 1
+    assert _run_of(mil).data.tags["mil.embedding"] == f"checkpoint {ssl_dir}/checkpoints/best"
 
 
 # -- ViTs, collapse, resume, bad input ------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""From `cfg.dataset` to DataLoaders: generate (synthetic), prepare the crop store once, wrap the splits."""
+"""From `cfg.dataset` to DataLoaders: generate (synthetic), prepare the crop store once, wrap the splits.
+
+Time-lapse data comes the same way: its patch store, split by sequence, as crop datasets (`load_patch_data`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from cellexp.data.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.dataset import CropDataset, collate_batch
 from cellexp.data.livecell import CELL_LINES
 from cellexp.data.prepare import CropSettings, prepare_crop_store
@@ -57,6 +62,23 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
         split: CropDataset(store, split, limit=limit, seed=seed, classes=classes) for split in ("train", "val", "test")
     }
     return CropData(store, splits, names or list(store.class_names))
+
+
+def load_patch_data(dataset_cfg: DictConfig, seed: int) -> CropData:
+    """A time-lapse dataset's patches as crop data: a split's patches are its sequences', labelled by cell line."""
+    patch_store, bags, _ = load_bags(dataset_cfg, dataset_root(dataset_cfg))
+    store = CropStore({"patches": patch_store}, list(patch_store.summary["class_names"]))
+    splits = {
+        split: CropDataset(
+            store,
+            "patches",
+            limit=dataset_cfg.get("limit"),
+            seed=seed,
+            rows=np.concatenate([np.zeros(0, np.int64), *(bag.rows for bag in members)]),
+        )
+        for split, members in bag_splits(dataset_cfg, bags).items()
+    }
+    return CropData(store, splits, store.class_names)
 
 
 def _chosen_lines(lines) -> list[str] | None:

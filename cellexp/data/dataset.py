@@ -12,7 +12,8 @@ from cellexp.data.store import CropStore
 class CropDataset(Dataset):
     """(crop (1,S,S) uint8, label) pairs of one split.
 
-    `classes` keeps some cell lines only (store labels, in the order given, become 0..k-1); `limit`
+    `rows` restricts it to some of the split's crops (a patch store holds every sequence's patches in one
+    split); `classes` keeps some cell lines only (store labels, in the order given, become 0..k-1); `limit`
     keeps a seeded random subset. A DataLoader asks for a whole batch at once (`__getitems__`),
     which reads each shard's rows in one go; `collate_batch` passes the result through.
     """
@@ -24,6 +25,7 @@ class CropDataset(Dataset):
         limit: int | None = None,
         seed: int = 0,
         classes: list[int] | None = None,
+        rows: np.ndarray | None = None,
     ):
         self.store, self.split = store, split
         stored = store.labels(split)
@@ -31,7 +33,8 @@ class CropDataset(Dataset):
         relabel[classes if classes is not None else np.arange(len(store.class_names))] = np.arange(
             len(classes) if classes is not None else len(store.class_names)
         )
-        kept = np.flatnonzero(relabel[stored] >= 0)
+        candidates = np.arange(len(stored)) if rows is None else np.asarray(rows, dtype=np.int64)
+        kept = candidates[relabel[stored[candidates]] >= 0]
         self.indices = kept[_subset(len(kept), limit, seed)]
         self.labels = relabel[stored[self.indices]]
         self._images = None  # opened lazily so that DataLoader workers each map the shards themselves

@@ -186,6 +186,7 @@ def log_data_summary(tracker, data: CropData, accelerator: Accelerator, run_dir:
     counts = {f"data/{split}_crops": len(ds) for split, ds in data.splits.items()}
     tracker.log_metrics({**counts, "data/images_failed": len(summary["failed_images"])})
     tracker.log_artifact(data.store.write_summary(run_dir / "data" / "summary.json"), "data")
-    tracker.log_artifact(shutil.copy(store_summary_figure(data.store), run_dir / "data" / "summary.png"), "data")
+    shown = next(iter(data.store.splits))  # train, or a patch store's one split
+    tracker.log_artifact(shutil.copy(store_summary_figure(data.store, shown), run_dir / "data" / "summary.png"), "data")
     for failure in summary["failed_images"]:
         log.warning("image skipped during preparation: %s (%s)", failure["image"], failure["reason"])

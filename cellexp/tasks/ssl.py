@@ -1,5 +1,8 @@
 """task=ssl: DINO self-supervised pretraining of any timm backbone on the train split's cells, labels unused.
 
+Time-lapse data (dataset=timelapse, timelapse_synthetic) gives the patches of the training sequences instead,
+and the probe labels the val sequences' patches by cell line.
+
 Each epoch a kNN probe of the teacher's backbone on the labelled val split (`val/knn_accuracy`, also at
 step 0 for the initial weights) picks the best checkpoint. The teacher's backbone is what later tasks
 take: `task=classify backbone.init_from=<this run>` and `cellexp.tasks.pretrained.pretrained_backbone`.
@@ -17,7 +20,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Subset
 
-from cellexp.data.datamodule import eval_loader, load_crop_data, train_loader
+from cellexp.data.datamodule import eval_loader, load_crop_data, load_patch_data, train_loader
 from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
 from cellexp.data.transforms import BatchTransform
@@ -44,7 +47,8 @@ def run(cfg: DictConfig) -> float:
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
     with accelerator.main_process_first():
-        data = load_crop_data(cfg.dataset, seed=cfg.seed)
+        load = load_patch_data if cfg.dataset.format == "timelapse" else load_crop_data
+        data = load(cfg.dataset, seed=cfg.seed)
     set_seed(cfg.seed)
     backbone = _backbone(cfg)
     source = init_backbone(cfg, backbone)
