@@ -221,6 +221,7 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
         "test/batch/top5",
         "test/batch/auc",
         "val/sequence/macro_f1",
+        "val/loss",
     ):
         assert key in run.data.metrics
     assert "test/baseline/batch/top1" in run.data.metrics

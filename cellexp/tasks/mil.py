@@ -214,6 +214,8 @@ def fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, chec
         scheduler.step()
         logits, _ = predict_mil(model, features, split_bags["val"])
         metrics = level_metrics("val", logits, split_bags["val"], labels, len(class_names))
+        val_targets = torch.tensor([labels[b.sequence.key] for b in split_bags["val"]])
+        metrics["val/loss"] = F.cross_entropy(logits, val_targets).item()
         metrics.update({"train/loss": float(np.mean(losses)), "train/lr": optimizer.param_groups[0]["lr"]})
         tracker.log_metrics(metrics, step=epoch)
         value = metrics[cfg.task.optimized_metric]
