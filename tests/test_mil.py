@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 import cellexp
+from cellexp.data.bags import dataset_root, load_bags
 from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patches
 from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan, segment_sample
 from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.data.transforms import BatchTransform
 from cellexp.errors import DataError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
+from cellexp.tasks.mil import embed_store, patch_embeddings
 
 SMALL = {"height": 96, "width": 128, "cells": 18, "scale": 1.5, "timepoints": 4, "wells": 3}
 SMALL_PATCHES = PatchSettings(size=32, top_k=6, downsample=1, min_object_px=8, shard_images=50)
@@ -256,3 +261,35 @@ def test_mil_beats_the_per_image_baseline_across_batches(make_cfg, data_dir):
     metrics = mlflow.search_runs(experiment_names=[cfg.logger.experiment_name], output_format="list")[0].data.metrics
     for level in ("sequence", "batch"):
         assert metrics[f"test/{level}/top1"] >= metrics[f"test/baseline/{level}/top1"] + MARGIN
+
+
+def _patch_store(make_cfg, data_dir, overrides=()):
+    cfg = make_cfg([*TINY_MIL, f"dataset.root={data_dir / 'timelapse'}", *overrides], tiny=False)
+    store, _, _ = load_bags(cfg.dataset, dataset_root(cfg.dataset))
+    return cfg, store
+
+
+def test_vit_embeddings_are_the_last_blocks_cls_tokens_side_by_side(make_cfg, data_dir):
+    cfg, store = _patch_store(make_cfg, data_dir, ["backbone=test_vit"])
+    torch.manual_seed(0)
+    vit = instantiate(cfg.backbone)(in_chans=1, image_size=32).eval()
+    features = patch_embeddings(vit, store, 32, last_blocks=3, batch_size=256, device="cpu")
+    assert features.shape == (len(store.images), 3 * vit.embed_dim)
+    x = BatchTransform(32)(torch.from_numpy(store.images[:4]).unsqueeze(1))
+    with torch.no_grad():
+        final_cls = vit(x).numpy()  # the pooled output of a token-pooled ViT is its last block's normed CLS
+    np.testing.assert_allclose(features[:4, -vit.embed_dim :], final_cls, atol=1e-5)
+    assert not np.allclose(features[:4, : vit.embed_dim], final_cls, atol=1e-2)
+
+
+def test_embeddings_are_cached_by_backbone_and_settings(make_cfg, data_dir, caplog):
+    cache = [f"paths.cache_dir={data_dir / 'embedding_cache'}", "dataset.image_size=32"]
+    cfg, store = _patch_store(make_cfg, data_dir, cache)
+    first, source = embed_store(cfg, store, torch.device("cpu"))
+    assert source == "test_resnet (random, seed 0)" and first.shape[0] == len(store.images)
+    with caplog.at_level(logging.INFO, logger="cellexp.tasks.mil"):
+        again, _ = embed_store(cfg, store, torch.device("cpu"))
+    assert "from cache" in caplog.text and np.array_equal(first, again)
+    other_seed, _ = _patch_store(make_cfg, data_dir, [*cache, "seed=1"])
+    assert not np.allclose(embed_store(other_seed, store, torch.device("cpu"))[0], first)
+    assert len(list((data_dir / "embedding_cache" / "embeddings").glob("*.npy"))) == 2
