@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
 MAX_PARAM_LENGTH = 6000
 GROUPS = ("dataset", "backbone", "head", "task")
+# Tasks that train a head of their own, not the `head` group's: their `head` tag and run name show it instead.
+OWN_HEADS = {"ssl": "dino"}
 
 
 class NullTracker:
@@ -156,11 +158,13 @@ def flatten_params(tree: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
-    """Which option of each config group this run uses, from Hydra's record of the composition."""
+    """Which option of each config group this run uses, from Hydra's record of the composition (`head`: the
+    head the task trains, see OWN_HEADS)."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    return {group: str(choices.get(group, "?")) for group in GROUPS}
+    picked = {group: str(choices.get(group, "?")) for group in GROUPS}
+    return {**picked, "head": OWN_HEADS.get(picked["task"], picked["head"])}
 
 
 def sweep_tags() -> dict[str, str]:

@@ -188,6 +188,7 @@ def test_short_pretraining_beats_random_weights_by_ten_points_and_logs_its_healt
     assert 0 < metrics["train/teacher_entropy"] < math.log(4096) and metrics["val/embedding_spread"] > 0.02
     assert metrics["train/collapse"] == 0 and "ssl.collapse" not in run.data.tags
     assert run.data.tags["task"] == "ssl" and run.data.params["task.optimized_metric"] == "val/knn_accuracy"
+    assert run.data.tags["head"] == "dino" and run.info.run_name == "test_resnet dino"  # not the unused classify head
     best = load_file(f"{pretrained.run_dir}/checkpoints/best/{MODEL_FILE}")
     assert {key.split(".")[0] for key in best} == {"student", "teacher", "center"}
     assert "checkpoints/best" in {a.path for a in _client(cfg).list_artifacts(run.info.run_id, "checkpoints")}
