@@ -178,9 +178,12 @@ def test_short_pretraining_beats_random_weights_by_ten_points_and_logs_its_healt
     history = {m.step: m.value for m in _client(cfg).get_metric_history(run.info.run_id, "val/knn_accuracy")}
     assert sorted(history) == [0, 1, 2, 3, 4]
     assert objective == max(history[step] for step in (1, 2, 3, 4))
-    # Step 0 is the teacher before training: the same backbone with its random initial weights (0.371 here,
-    # 0.477 at best). The margin is thin and seed-specific: other seeds start at 0.42-0.45 and end near the
-    # same 0.46-0.48, which is about what supervised training of this model reaches on this data.
+    # Step 0 is the teacher before training: the same backbone with its random initial weights and the batch-norm
+    # statistics they start with. Seeds 0, 1, 2 go from 0.371, 0.420, 0.445 to 0.477, 0.463, 0.477 (+0.105,
+    # +0.043, +0.031). No tiny recipe gets seeds 1 and 2 to +0.10 (lr 5e-4 to 5e-3, out_dim 256 or 1024, teacher
+    # momentum 0.98, teacher temperature 0.02 or 0.07, 6 to 30 epochs, all 2,095 cells, 48 px, no local views):
+    # every run tops out at 0.47-0.50, and so does one at learning rate 0 (0.473 here), in which only the
+    # teacher's batch-norm statistics change. On this data the margin shows the pipeline, not learnt weights.
     assert objective >= history[0] + 0.10, history
     metrics = run.data.metrics
     for key in ("train/loss", "train/teacher_entropy", "train/kl_divergence", "train/center_norm", "train/momentum"):
