@@ -172,19 +172,15 @@ def pretrained(tmp_path_factory, data_dir, mlflow_uri) -> Pretrained:
 
 
 @pytest.mark.slow
-def test_short_pretraining_beats_random_weights_by_ten_points_and_logs_its_health(pretrained):
+def test_short_pretraining_logs_its_health_and_keeps_the_best_teacher(pretrained):
     cfg, objective = pretrained.cfg, pretrained.objective
     run = _run_of(cfg, pretrained.run_dir)
     history = {m.step: m.value for m in _client(cfg).get_metric_history(run.info.run_id, "val/knn_accuracy")}
     assert sorted(history) == [0, 1, 2, 3, 4]
     assert objective == max(history[step] for step in (1, 2, 3, 4))
-    # Step 0 is the teacher before training: the same backbone with its random initial weights and the batch-norm
-    # statistics they start with. Seeds 0, 1, 2 go from 0.371, 0.420, 0.445 to 0.477, 0.463, 0.477 (+0.105,
-    # +0.043, +0.031). No tiny recipe gets seeds 1 and 2 to +0.10 (lr 5e-4 to 5e-3, out_dim 256 or 1024, teacher
-    # momentum 0.98, teacher temperature 0.02 or 0.07, 6 to 30 epochs, all 2,095 cells, 48 px, no local views):
-    # every run tops out at 0.47-0.50, and so does one at learning rate 0 (0.473 here), in which only the
-    # teacher's batch-norm statistics change. On this data the margin shows the pipeline, not learnt weights.
-    assert objective >= history[0] + 0.10, history
+    # No claim about learning here: test_resnet's kNN gain over step 0 (+0.105 for seed 0, +0.043 and +0.031 for
+    # seeds 1 and 2) is matched by a run at learning rate 0 (0.473), in which only the teacher's batch-norm
+    # statistics adapt to the cells. The ViT tests below, without batch norm, measure learnt weights.
     metrics = run.data.metrics
     for key in ("train/loss", "train/teacher_entropy", "train/kl_divergence", "train/center_norm", "train/momentum"):
         assert math.isfinite(metrics[key]), key
@@ -195,6 +191,43 @@ def test_short_pretraining_beats_random_weights_by_ten_points_and_logs_its_healt
     best = load_file(f"{pretrained.run_dir}/checkpoints/best/{MODEL_FILE}")
     assert {key.split(".")[0] for key in best} == {"student", "teacher", "center"}
     assert "checkpoints/best" in {a.path for a in _client(cfg).list_artifacts(run.info.run_id, "checkpoints")}
+
+
+# test_vit has no batch norm: its kNN accuracy at step 0 is that of the same backbone with random weights, and any
+# gain is learnt. Seed 0 on 512 cells: 0.334 at step 0, best 0.420 after 6 of 12 epochs (+0.086). Other tiny
+# recipes measured: 1e-3 for 20 epochs +0.06, 2e-3 +0.07, 6 local views +0.08, out_dim 1024 with teacher
+# temperature 0.07 +0.09, all 2,095 cells +0.09 (0.386 -> 0.471); the same model trained with labels reaches
+# about 0.47 on this data, so there is little more than +0.10 to gain.
+VIT_SSL = [*SSL, "backbone=test_vit", "trainer.max_epochs=12", "seed=0"]
+
+
+@pytest.fixture(scope="module")
+def vit_knn_history(tmp_path_factory, data_dir, mlflow_uri) -> dict[int, float]:
+    """val/knn_accuracy per epoch of one short DINO run of test_vit (step 0: its random initial weights)."""
+    folder = tmp_path_factory.mktemp("ssl_vit")
+    logger = [f"++logger.tracking_uri={mlflow_uri}", "++logger.experiment_name=test_ssl_vit"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cfg = compose_cfg([*logger, *VIT_SSL], folder / "run", data_dir)
+        cellexp.run(cfg)
+    run = _run_of(cfg, str(folder / "run"))
+    return {m.step: m.value for m in _client(cfg).get_metric_history(run.info.run_id, "val/knn_accuracy")}
+
+
+@pytest.mark.slow
+def test_pretraining_a_vit_learns_beyond_its_random_weights(vit_knn_history):
+    assert sorted(vit_knn_history) == list(range(13))
+    assert max(vit_knn_history.values()) >= vit_knn_history[0] + 0.05, vit_knn_history
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="acceptance (issue 7) not met: tiny DINO runs on test_vit gain 0.06-0.09 kNN accuracy over random "
+    "weights, not 0.10 (see VIT_SSL)",
+)
+def test_pretraining_beats_random_weights_by_ten_points(vit_knn_history):
+    assert max(vit_knn_history.values()) >= vit_knn_history[0] + 0.10, vit_knn_history
 
 
 @pytest.mark.slow
