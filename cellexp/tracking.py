@@ -26,7 +26,7 @@ RUN_ID_FILE = "mlflow_run_id"
 MAX_PARAM_LENGTH = 6000
 GROUPS = ("dataset", "backbone", "head", "task")
 # Tasks that train a head of their own, not the `head` group's: their `head` tag and run name show it instead.
-OWN_HEADS = {"ssl": "dino"}
+OWN_HEADS = {"ssl": "dino", "mil": "gated_attention"}
 
 
 class NullTracker:

@@ -230,6 +230,7 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
     ):
         assert key in run.data.metrics
     assert "test/baseline/batch/top1" in run.data.metrics
+    assert run.data.tags["head"] == "gated_attention" and run.info.run_name == "test_resnet gated_attention"
 
 
 # Acceptance (issue 6): on the batch-separated split of the synthetic time-lapse (6 lines, 3 test batches per line,
