@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,26 @@ def subprocess_env() -> dict[str, str]:
     """The environment for train.py in a subprocess, without the MLflow store or sweep that earlier
     tests left in os.environ (MLflow exports MLFLOW_TRACKING_URI when a URI is set)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CELLEXP_"))}
+
+
+class Crash(Exception):
+    """Stands in for a killed process."""
+
+
+@contextmanager
+def crash_after_saving(monkeypatch, tag: str):
+    """Inside the block, the run dies (Crash) right after checkpoint `tag` is written, as a killed job would."""
+    from cellexp.engine.checkpoint import CheckpointManager
+
+    save = CheckpointManager.save
+
+    def save_then_crash(self, saved_tag, *args, **kwargs):
+        path = save(self, saved_tag, *args, **kwargs)
+        if saved_tag == tag:
+            raise Crash
+        return path
+
+    monkeypatch.setattr(CheckpointManager, "save", save_then_crash)
+    with pytest.raises(Crash):
+        yield
+    monkeypatch.setattr(CheckpointManager, "save", save)

@@ -11,20 +11,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import cellexp
-from cellexp.engine.checkpoint import CheckpointManager, load_training_state
+from cellexp.engine.checkpoint import load_training_state
 from cellexp.engine.loop import Trainer
 from cellexp.engine.preemption import Preempted
 from cellexp.errors import NonFiniteLossError
 from cellexp.models.classifier import CellClassifier
+from tests.conftest import crash_after_saving
 
 pytestmark = pytest.mark.slow
 
 SHORT = ["trainer.max_epochs=3", "dataset.limit=192", "trainer.early_stopping=null"]  # 6 steps per epoch
 _reference: dict = {}
-
-
-class Crash(Exception):
-    """Stands in for a killed process."""
 
 
 def _test_metrics(cfg) -> dict:
@@ -44,18 +41,8 @@ def reference_metrics(make_cfg) -> dict:
 
 def test_crashed_run_resumes_from_last_epoch_to_the_same_result(make_cfg, monkeypatch):
     expected = reference_metrics(make_cfg)
-    save = CheckpointManager.save
-
-    def save_then_crash(self, tag, *args, **kwargs):
-        path = save(self, tag, *args, **kwargs)
-        if tag == "epoch_0002":
-            raise Crash
-        return path
-
-    monkeypatch.setattr(CheckpointManager, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_saving(monkeypatch, "epoch_0002"):
         cellexp.run(make_cfg(SHORT, run_name="crashed"))
-    monkeypatch.setattr(CheckpointManager, "save", save)
     cfg = make_cfg([*SHORT, "trainer.resume=auto"], run_name="crashed")
     cellexp.run(cfg)
     assert _test_metrics(cfg) == expected

@@ -19,14 +19,14 @@ import cellexp
 from cellexp.data.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.datamodule import load_patch_data
 from cellexp.data.multicrop import MultiCrop, ViewKind, _random_blur
-from cellexp.engine.checkpoint import MODEL_FILE, CheckpointManager, load_training_state
+from cellexp.engine.checkpoint import MODEL_FILE, load_training_state
 from cellexp.engine.dino import DinoSchedules, cosine_schedule
 from cellexp.engine.metrics import embedding_spread, knn_accuracy
 from cellexp.errors import CheckpointError, ConfigError
 from cellexp.models.dino import Dino, DinoHead, dino_loss
 from cellexp.tasks.pretrained import init_backbone, pretrained_backbone
 from cellexp.tasks.trained import build_model
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, crash_after_saving
 
 # A small head (batch norm in it, which breaks the symmetry of a random CNN's outputs sooner) and few cells:
 # a few seconds per epoch on two CPU cores. The teacher follows the student faster than with DINO's 0.996
@@ -380,28 +380,14 @@ def test_bf16_on_cpu_keeps_every_logged_loss_finite(make_cfg):
         assert len(values) == 2 and all(math.isfinite(v) for v in values), (key, values)
 
 
-class Crash(Exception):
-    """Stands in for a killed process."""
-
-
 @pytest.mark.slow
 def test_resume_restores_student_teacher_centre_optimiser_and_schedules(make_cfg, monkeypatch):
     short = [*QUICK, "trainer.max_epochs=2", "trainer.batch_size=16"]
     reference = make_cfg(short, run_name="reference")
     cellexp.run(reference)
 
-    save = CheckpointManager.save
-
-    def save_then_crash(self, tag, *args, **kwargs):
-        path = save(self, tag, *args, **kwargs)
-        if tag == "epoch_0001":
-            raise Crash
-        return path
-
-    monkeypatch.setattr(CheckpointManager, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_saving(monkeypatch, "epoch_0001"):
         cellexp.run(make_cfg(short, run_name="crashed"))
-    monkeypatch.setattr(CheckpointManager, "save", save)
     resumed = make_cfg([*short, "trainer.resume=auto"], run_name="crashed")
     cellexp.run(resumed)
 
