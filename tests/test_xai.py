@@ -315,6 +315,17 @@ def test_xai_run_writes_and_logs_scores_figures_comparison_and_umap(make_cfg, ru
         assert len(list(csv.DictReader(f))) == 256  # the whole (limited) test split
 
 
+def test_xai_run_is_tagged_and_named_by_the_explained_model(make_cfg, runs):
+    """The ViT run has a linear head: the tags are its, not the xai config's default backbone and head."""
+    cfg = make_cfg(["task=xai", f"ckpt={runs['vit']}", "xai.methods=[gradcam]", "xai.num_cells=4", "xai.umap=false"])
+    cellexp.run(cfg)
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id])
+    assert (run.data.tags["backbone"], run.data.tags["head"]) == ("test_vit", "linear")
+    assert run.data.tags["explained"] == "test_vit/linear" and run.info.run_name == "test_vit linear xai"
+
+
 def test_own_images_take_their_class_from_the_folder(make_cfg, runs, loaded, tmp_path):
     crops = loaded["cnn"][1]
     for folder, i in (("A172", 0), ("mine", 1)):

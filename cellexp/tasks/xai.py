@@ -37,7 +37,6 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
-from cellexp.checkpoints import ResolvedCheckpoint
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data
 from cellexp.data.images import UNKNOWN, read_crop_images
 from cellexp.data.sampling import stratified_subset
@@ -92,7 +91,8 @@ class Cells:
 class Explained:
     """One trained model, ready to explain the cells, with its predictions on them."""
 
-    label: str  # how figures name the run
+    backbone_name: str  # the explained run's backbone and head, as its config groups name them
+    head_name: str
     model: CellClassifier
     transform: BatchTransform
     image_size: int
@@ -102,6 +102,11 @@ class Explained:
     layer_name: str | None = None  # the CAM methods' target layer
     predicted: np.ndarray | None = None
     confidence: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        """How figures and logs name the run: backbone/head, e.g. resnet18/elegans or resnet18/linear."""
+        return f"{self.backbone_name}/{self.head_name}"
 
     def inputs(self, chunk: slice) -> torch.Tensor:
         """Model inputs for a slice of the cells, made on the device as training makes them."""
@@ -132,7 +137,17 @@ def run(cfg: DictConfig) -> float:
     folder = run_dir / "xai"
     metrics: dict[str, float] = {}
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        tracker.set_tags({"explained": str(runs[0].label), "explained_ckpt": str(cfg.ckpt)})
+        main = runs[0]
+        # the explained model's backbone and head, not this config's defaults, so that runs compare by model
+        tracker.set_tags(
+            {
+                "explained": main.label,
+                "explained_ckpt": str(cfg.ckpt),
+                "backbone": main.backbone_name,
+                "head": main.head_name,
+                "mlflow.runName": f"{main.backbone_name} {main.head_name} xai",
+            }
+        )
         for explained in runs:
             _predict(explained, xai.batch_size)
         tracker.log_artifact(_write_cells(folder / "cells.csv", cells, runs[0], data.class_names), "xai")
@@ -221,8 +236,10 @@ def _explained(cfg: DictConfig, key: str, spec: str, data: CropData, cells: Cell
     source = resolve(cfg, spec, option=key)
     model = load_trained(source, num_classes=len(data.class_names)).to(device)
     image_size = int(source.config.dataset.image_size)
+    backbone, head = source.config.backbone, source.config.head
     return Explained(
-        label=_run_label(source),
+        backbone_name=backbone.get("model_name", backbone.family),
+        head_name=head.get("graph") or head._target_.rsplit(".", 1)[-1].removesuffix("Head").lower(),
         model=model,
         transform=BatchTransform(image_size),
         image_size=image_size,
@@ -230,12 +247,6 @@ def _explained(cfg: DictConfig, key: str, spec: str, data: CropData, cells: Cell
         device=device,
         cells=cells,
     )
-
-
-def _run_label(source: ResolvedCheckpoint) -> str:
-    """backbone/head, e.g. resnet18/elegans or resnet18/LinearHead."""
-    backbone, head = source.config.backbone, source.config.head
-    return f"{backbone.get('model_name', backbone.family)}/{head.get('graph') or head._target_.rsplit('.', 1)[-1]}"
 
 
 def _check_applies(explained: Explained, xai: DictConfig) -> None:
