@@ -22,7 +22,7 @@ from cellexp.data.livecell import (
     parse_image_name,
 )
 from cellexp.data.synthetic import COMPLETE_MARKER, generate_synthetic_livecell
-from cellexp.errors import DataError
+from cellexp.errors import ConfigError, DataError
 
 SMALL = {"train": 1, "val": 1, "test": 1}
 HEIGHT, WIDTH = 200, 272
@@ -246,3 +246,11 @@ def test_bad_settings_fail_before_any_work(tmp_path, kwargs):
     with pytest.raises(ValueError):
         _generate(tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_folder_generated_with_other_settings_is_refused_not_reused(tmp_path):
+    root = _generate(tmp_path / "data", images_per_line={"test": 1})
+    assert _generate(root, images_per_line={"test": 1}) == root  # the same settings: reused
+    with pytest.raises(ConfigError, match=r"other settings \(density 1.0 there, 0.5 asked\).*dataset.root=") as error:
+        _generate(root, images_per_line={"test": 1}, density=0.5)
+    assert str(root) in str(error.value)

@@ -258,17 +258,18 @@ def generate_synthetic_livecell(
     half-written `root`, and a later call with `root/.complete` present returns immediately.
     """
     root = Path(root)
+    settings = _settings(seed, images_per_line, height, width, density)
     if (root / COMPLETE_MARKER).exists():
-        return root
+        return _checked_settings(root, settings)
     _check_arguments(seed, images_per_line, height, width, density)
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if (root / COMPLETE_MARKER).exists():
-            return root
+            return _checked_settings(root, settings)
         _check_target_free(root)
         staging = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            _write_dataset(staging, seed, images_per_line, height, width, density)
+            _write_dataset(staging, settings)
             if root.exists():
                 root.rmdir()  # an empty folder, checked above
             os.replace(staging, root)
@@ -292,6 +293,38 @@ def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int,
         raise ConfigError(f"density must be positive, got {density}")
 
 
+def _settings(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> dict:
+    """The generator's arguments as its marker file records them."""
+    return json.loads(
+        json.dumps(
+            {
+                "seed": seed,
+                "images_per_line": dict(images_per_line),
+                "height": height,
+                "width": width,
+                "density": density,
+            }
+        )
+    )
+
+
+def _checked_settings(root: Path, settings: dict) -> Path:
+    """`root`, if the dataset in it was generated with `settings`: a folder made with other settings is not
+    silently reused (its path names only the seed)."""
+    recorded = json.loads((root / COMPLETE_MARKER).read_text() or "null")
+    if recorded is not None and recorded != settings:
+        differ = ", ".join(
+            f"{key} {recorded.get(key)!r} there, {settings[key]!r} asked"
+            for key in settings
+            if recorded.get(key) != settings[key]
+        )
+        raise ConfigError(
+            f"the synthetic dataset in {root} was generated with other settings ({differ}); "
+            "give this one its own folder with dataset.root=<new folder>, or delete that one"
+        )
+    return root
+
+
 def _check_target_free(root: Path) -> None:
     """Never replace a folder with someone else's files in it."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -304,10 +337,11 @@ def _check_target_free(root: Path) -> None:
 # ---------------------------------------------------------------- dataset assembly
 
 
-def _write_dataset(
-    out: Path, seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float
-) -> None:
-    """Images and the three json files, then the completion marker last."""
+def _write_dataset(out: Path, settings: dict) -> None:
+    """Images and the three json files, then the completion marker (the settings) last."""
+    seed, images_per_line, height, width, density = (
+        settings[key] for key in ("seed", "images_per_line", "height", "width", "density")
+    )
     for split in SPLITS:
         (out / image_dir_for_split(split)).mkdir(parents=True, exist_ok=True)
     (out / ANNOTATION_DIR).mkdir(parents=True, exist_ok=True)
@@ -335,13 +369,6 @@ def _write_dataset(
     for split in SPLITS:
         text = json.dumps(coco[split], separators=(",", ":"))
         (out / ANNOTATION_DIR / annotation_file_name(split)).write_text(text)
-    settings = {
-        "seed": seed,
-        "images_per_line": dict(images_per_line),
-        "height": height,
-        "width": width,
-        "density": density,
-    }
     (out / COMPLETE_MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
 
 
