@@ -233,35 +233,36 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
     assert run.data.tags["head"] == "gated_attention" and run.info.run_name == "test_resnet gated_attention"
 
 
-# Acceptance (issue 6): on the batch-separated split of the synthetic time-lapse (6 lines, 3 test batches per line,
-# fixed seeds), MIL should beat the per-image baseline on the same embeddings by MARGIN in sequence and batch top-1.
+# Acceptance (issue 6): on the batch-separated split of the default synthetic time-lapse (6 lines x 4 batches x 4 wells
+# x 8 frames of 704x445, 64 px patches: 3 test batches per line), MIL should beat the per-image baseline on the same
+# embeddings (frozen random test_resnet) by MARGIN in sequence and batch top-1, averaged over split seeds 0-4.
 MARGIN = 0.05
+ACCEPTANCE_SEEDS = range(5)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="not met yet: on frozen random test_resnet embeddings (8 wells, colonies, key share 0.2) MIL reaches test "
-    "sequence top-1 0.31 (batch 0.33, chance 0.17) against the per-image baseline's 0.33 (0.33); over split seeds "
-    "0-2 MIL leads by 0.02. Val (the training batch) reaches 1.00: cell density differs by batch and random "
-    "features follow it",
+    reason="not met: mean over seeds 0-4, MIL 0.66 against the baseline's 0.63 sequence top-1 (+0.033; chance "
+    "0.17) and 0.68 against 0.64 batch top-1 (+0.033). At lr 3e-3 the gain is +0.058 here, but +0.000 and +0.011 "
+    "on time-lapses generated with seeds 1 and 2: the two are level",
 )
-def test_mil_beats_the_per_image_baseline_across_batches(make_cfg, data_dir):
-    overrides = [
-        *TINY_MIL,
-        f"dataset.root={data_dir / 'timelapse'}",
-        "dataset.generate.wells=8",
-        "dataset.generate.key_share=0.2",
-        "trainer.max_epochs=60",
-        "optim.optimizer.lr=3e-3",
-        "task.bags_per_step=4",
-        "seed=0",
-    ]
-    cfg = make_cfg(overrides, tiny=False)
-    cellexp.run(cfg)
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    metrics = mlflow.search_runs(experiment_names=[cfg.logger.experiment_name], output_format="list")[0].data.metrics
-    for level in ("sequence", "batch"):
-        assert metrics[f"test/{level}/top1"] >= metrics[f"test/baseline/{level}/top1"] + MARGIN
+def test_mil_beats_the_per_image_baseline_across_batches(make_cfg):
+    gains = {"sequence": [], "batch": []}
+    for seed in ACCEPTANCE_SEEDS:
+        cfg = make_cfg(
+            ["task=mil", "dataset=timelapse_synthetic", "backbone=test_resnet", "trainer.cpu=true", f"seed={seed}"],
+            run_name=f"seed{seed}",
+            tiny=False,
+        )
+        cellexp.run(cfg)
+        mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+        run_id = (Path(cfg.paths.output_dir) / "mlflow_run_id").read_text().strip()
+        metrics = mlflow.get_run(run_id).data.metrics
+        for level, values in gains.items():
+            values.append(metrics[f"test/{level}/top1"] - metrics[f"test/baseline/{level}/top1"])
+    for level, values in gains.items():
+        assert np.mean(values) >= MARGIN, gains
 
 
 def _patch_store(make_cfg, data_dir, overrides=()):

@@ -187,11 +187,12 @@ def fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, chec
     rng = np.random.default_rng(cfg.seed)
     window, keep = tuple(cfg.task.tss.window), float(cfg.task.tss.keep)
     train, per_step = split_bags["train"], int(cfg.task.bags_per_step)
+    draws = np.repeat(np.arange(len(train)), int(cfg.task.tss.samples_per_sequence))
     sign = 1 if cfg.task.direction == "maximize" else -1
     best_value, best_state = None, None
     for epoch in range(1, cfg.trainer.max_epochs + 1):
         model.train()
-        order = rng.permutation(len(train))
+        order = rng.permutation(draws)
         losses = []
         for start in range(0, len(order), per_step):
             chosen = [train[i] for i in order[start : start + per_step]]
@@ -220,7 +221,9 @@ def fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, chec
         tracker.log_metrics(metrics, step=epoch)
         value = metrics[cfg.task.optimized_metric]
         log.info("epoch %d  train/loss %.4f  %s %.4f", epoch, metrics["train/loss"], cfg.task.optimized_metric, value)
-        if best_value is None or sign * value > sign * best_value:
+        # On a tie the later epoch wins: val sequences share the training batches, so val saturates early
+        # while training on more samples still helps across batches.
+        if best_value is None or sign * value >= sign * best_value:
             best_value = value
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             meta = {"epoch": epoch, "metric": cfg.task.optimized_metric, "value": value, "classes": class_names}
