@@ -19,7 +19,7 @@ from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patc
 from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan, segment_sample
 from cellexp.data.timelapse_synthetic import generate_timelapse
 from cellexp.data.transforms import BatchTransform
-from cellexp.errors import DataError
+from cellexp.errors import ConfigError, DataError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from cellexp.tasks.mil import embed_store, patch_embeddings
 
@@ -206,6 +206,22 @@ def test_gated_attention_ignores_padding():
     assert torch.allclose(logits[0], alone[0], atol=1e-6)
     assert torch.allclose(attention[0, :5], alone_attention[0], atol=1e-6)
     assert (attention[0, 5:] == 0).all() and torch.allclose(attention.sum(1), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "task.tss.samples_per_sequence=0",
+            r"task.tss.samples_per_sequence must be a whole number of at least 1, got 0",
+        ),
+        ("task.tss.keep=0", r"task.tss.keep .* in \(0, 1\], got 0"),
+        ("task.tss.window=[4.0,2.0]", r"task.tss.window must be \[low, high\] .* got \[4.0, 2.0\]"),
+    ],
+)
+def test_bad_sampling_settings_stop_the_run_by_name(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        cellexp.run(make_cfg([*TINY_MIL, "logger=none", override], tiny=False))
 
 
 def test_mil_task_runs_end_to_end(make_cfg, data_dir):

@@ -44,6 +44,7 @@ def run(cfg: DictConfig) -> float:
         raise ConfigError(
             f"task=mil needs time-lapse data: dataset=timelapse or timelapse_synthetic, not {cfg.dataset.name}"
         )
+    _check_tss(cfg.task.tss)
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
     with accelerator.main_process_first():
@@ -80,6 +81,17 @@ def run(cfg: DictConfig) -> float:
             figure = attention_figure(folder / "attention.png", store, split_bags["test"], attention, cfg.task.figure)
             tracker.log_artifact(figure, "test")
     return objective
+
+
+def _check_tss(tss: DictConfig) -> None:
+    """Settings that would train on nothing, or on views no sequence can give, stop the run before any work."""
+    samples, keep, window = tss.samples_per_sequence, tss.keep, list(tss.window)
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ConfigError(f"task.tss.samples_per_sequence must be a whole number of at least 1, got {samples!r}")
+    if not 0 < keep <= 1:
+        raise ConfigError(f"task.tss.keep is the chance that a frame is kept: in (0, 1], got {keep!r}")
+    if len(window) != 2 or not 0 < window[0] <= window[1]:
+        raise ConfigError(f"task.tss.window must be [low, high] with 0 < low <= high (intervals), got {window!r}")
 
 
 def _log_data(tracker, run_dir: Path, bags: list[Bag], split_bags: dict, problems: dict, main: bool) -> None:
@@ -187,7 +199,7 @@ def fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, chec
     rng = np.random.default_rng(cfg.seed)
     window, keep = tuple(cfg.task.tss.window), float(cfg.task.tss.keep)
     train, per_step = split_bags["train"], int(cfg.task.bags_per_step)
-    draws = np.repeat(np.arange(len(train)), int(cfg.task.tss.samples_per_sequence))
+    draws = np.repeat(np.arange(len(train)), cfg.task.tss.samples_per_sequence)
     sign = 1 if cfg.task.direction == "maximize" else -1
     best_value, best_state = None, None
     for epoch in range(1, cfg.trainer.max_epochs + 1):
