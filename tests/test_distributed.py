@@ -8,9 +8,13 @@ import sys
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
 
+from cellexp.engine.checkpoint import MODEL_FILE
 from tests.conftest import ROOT, TINY, subprocess_env
+from tests.test_ssl import DINO
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +102,30 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, data_
     assert history["one"]["train/loss"][-1] < history["one"]["train/loss"][0] - 0.01  # it did learn something
     for key in ("val/loss", "train/loss"):
         assert history["two"][key] == pytest.approx(history["one"][key], abs=1e-3)
+
+
+def test_two_process_ssl_run_pretrains_once_and_saves_one_teacher(tmp_path, data_dir):
+    """task=ssl under two ranks: the centre is all-reduced and batch norm synchronised; rank 0 alone writes."""
+    overrides = [
+        *TINY,
+        *DINO,
+        "dataset.limit=128",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+        "logger.experiment_name=two-process-ssl",
+    ]
+    result = subprocess.run(
+        [*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    assert (run_dir / "train.log").read_text().count("epoch 2/2") == 1
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("two-process-ssl").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["head"] == "dino"
+    knn = client.get_metric_history(run.info.run_id, "val/knn_accuracy")
+    assert sorted(m.step for m in knn) == [0, 1, 2] and all(0 <= m.value <= 1 for m in knn)
+    state = load_file(run_dir / "checkpoints" / "best" / MODEL_FILE)
+    assert {key.split(".")[0] for key in state} == {"student", "teacher", "center"}
+    assert torch.isfinite(state["center"]).all() and state["center"].abs().sum() > 0

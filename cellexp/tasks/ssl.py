@@ -61,7 +61,9 @@ def run(cfg: DictConfig) -> float:
         center_momentum=ssl.teacher.center_momentum,
         centering=ssl.teacher.centering,
     )
-    if accelerator.num_processes > 1:  # DINO's recipe: batch statistics over all GPUs
+    # DINO's recipe: batch statistics over all GPUs. PyTorch syncs batch norm on CUDA only; CPU ranks (gloo)
+    # keep their own.
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
