@@ -36,6 +36,14 @@ LAUNCH = [
 ]
 
 
+def _train(command: list[str], overrides: list[str]) -> None:
+    """train.py under `command` (python, or accelerate's launcher), which must succeed."""
+    result = subprocess.run(
+        [*command, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir):
     overrides = [
         *TINY,
@@ -45,10 +53,7 @@ def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir
         f"paths.data_dir={data_dir}",
         "logger.experiment_name=two-process",
     ]
-    result = subprocess.run(
-        [*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _train(LAUNCH, overrides)
     run_dirs = list((tmp_path / "outputs").iterdir())
     assert len(run_dirs) == 1, run_dirs
     run_dir = run_dirs[0]
@@ -82,13 +87,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, data_
         f"paths.root_dir={tmp_path}",
         f"paths.data_dir={data_dir}",
     ]
-    commands = {
-        "one": [sys.executable, "train.py", *overrides, "logger.experiment_name=one"],
-        "two": [*LAUNCH, "train.py", *overrides, "logger.experiment_name=two"],
-    }
-    for command in commands.values():
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env())
-        assert result.returncode == 0, result.stderr[-3000:]
+    commands = {"one": [sys.executable], "two": LAUNCH}
+    for name, command in commands.items():
+        _train(command, [*overrides, f"logger.experiment_name={name}"])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()
     history = {}
@@ -114,10 +115,7 @@ def test_two_process_ssl_run_pretrains_once_and_saves_one_teacher(tmp_path, data
         f"paths.data_dir={data_dir}",
         "logger.experiment_name=two-process-ssl",
     ]
-    result = subprocess.run(
-        [*LAUNCH, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _train(LAUNCH, overrides)
     (run_dir,) = (tmp_path / "outputs").iterdir()
     assert (run_dir / "train.log").read_text().count("epoch 2/2") == 1
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
