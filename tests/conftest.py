@@ -7,6 +7,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -14,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import cellexp  # noqa: F401  (registers resolvers)
+from cellexp.tracking import RUN_ID_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -80,6 +82,13 @@ def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+def tracked_run(cfg: DictConfig, run_dir: Path | str | None = None):
+    """The MLflow run that the run folder (default: cfg's) recorded, read from cfg's tracking store."""
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    run_id = (Path(run_dir or cfg.paths.output_dir) / RUN_ID_FILE).read_text().strip()
+    return mlflow.get_run(run_id)
 
 
 def subprocess_env() -> dict[str, str]:

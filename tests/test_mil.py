@@ -22,6 +22,7 @@ from cellexp.data.transforms import BatchTransform
 from cellexp.errors import ConfigError, DataError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from cellexp.tasks.mil import embed_store, patch_embeddings
+from tests.conftest import tracked_run
 
 SMALL = {"height": 96, "width": 128, "cells": 18, "scale": 1.5, "timepoints": 4, "wells": 3}
 SMALL_PATCHES = PatchSettings(size=32, top_k=6, downsample=1, min_object_px=8, shard_images=50)
@@ -272,9 +273,7 @@ def test_mil_beats_the_per_image_baseline_across_batches(make_cfg):
             tiny=False,
         )
         cellexp.run(cfg)
-        mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-        run_id = (Path(cfg.paths.output_dir) / "mlflow_run_id").read_text().strip()
-        metrics = mlflow.get_run(run_id).data.metrics
+        metrics = tracked_run(cfg).data.metrics
         for level, values in gains.items():
             values.append(metrics[f"test/{level}/top1"] - metrics[f"test/baseline/{level}/top1"])
     assert all(np.mean(values) >= MARGIN for values in gains.values()), gains

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -16,7 +15,7 @@ from cellexp.engine.loop import Trainer
 from cellexp.engine.preemption import Preempted
 from cellexp.errors import NonFiniteLossError
 from cellexp.models.classifier import CellClassifier
-from tests.conftest import crash_after_saving
+from tests.conftest import crash_after_saving, tracked_run
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +24,7 @@ _reference: dict = {}
 
 
 def _test_metrics(cfg) -> dict:
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    run_id = cfg.paths.output_dir and open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read()
-    return {k: v for k, v in MlflowClient().get_run(run_id).data.metrics.items() if k.startswith("test/")}
+    return {k: v for k, v in tracked_run(cfg).data.metrics.items() if k.startswith("test/")}
 
 
 def reference_metrics(make_cfg) -> dict:
@@ -64,14 +61,13 @@ def test_sigterm_saves_mid_epoch_and_resume_auto_finishes_identically(make_cfg, 
         cellexp.run(cfg)
     assert stopped.value.checkpoint.name == "epoch_0001_step_000003"
     assert load_training_state(stopped.value.checkpoint)["loop"]["global_step"] == 9
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    run_id = open(os.path.join(cfg.paths.output_dir, "mlflow_run_id")).read()
-    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+    killed = tracked_run(cfg)
+    assert killed.info.status == "KILLED"
 
     monkeypatch.setattr(Trainer, "_train_step", step)
     cfg = make_cfg([*SHORT, "trainer.resume=auto"], run_name="preempted")
     cellexp.run(cfg)
-    assert MlflowClient().get_run(run_id).info.status == "FINISHED"  # the same MLflow run, continued
+    assert MlflowClient().get_run(killed.info.run_id).info.status == "FINISHED"  # the same MLflow run, continued
     assert _test_metrics(cfg) == expected
 
 

@@ -26,7 +26,7 @@ from cellexp.errors import CheckpointError, ConfigError
 from cellexp.models.dino import Dino, DinoHead, dino_loss
 from cellexp.tasks.pretrained import init_backbone, pretrained_backbone
 from cellexp.tasks.trained import build_model
-from tests.conftest import compose_cfg, crash_after_saving
+from tests.conftest import compose_cfg, crash_after_saving, tracked_run
 
 # A small head (batch norm in it, which breaks the symmetry of a random CNN's outputs sooner) and few cells:
 # a few seconds per epoch on two CPU cores. The teacher follows the student faster than with DINO's 0.996
@@ -143,11 +143,6 @@ def _client(cfg) -> MlflowClient:
     return MlflowClient()
 
 
-def _run_of(cfg, run_dir: str | None = None):
-    run_dir = run_dir or cfg.paths.output_dir
-    return _client(cfg).get_run(open(f"{run_dir}/mlflow_run_id").read().strip())
-
-
 @dataclass
 class Pretrained:
     cfg: DictConfig
@@ -174,7 +169,7 @@ def pretrained(tmp_path_factory, data_dir, mlflow_uri) -> Pretrained:
 @pytest.mark.slow
 def test_short_pretraining_logs_its_health_and_keeps_the_best_teacher(pretrained):
     cfg, objective = pretrained.cfg, pretrained.objective
-    run = _run_of(cfg, pretrained.run_dir)
+    run = tracked_run(cfg, pretrained.run_dir)
     history = {m.step: m.value for m in _client(cfg).get_metric_history(run.info.run_id, "val/knn_accuracy")}
     assert sorted(history) == [0, 1, 2, 3, 4]
     assert objective == max(history[step] for step in (1, 2, 3, 4))
@@ -217,7 +212,8 @@ def test_pretraining_beats_random_weights_by_ten_points(tmp_path, data_dir, mlfl
     logger = [f"++logger.tracking_uri={mlflow_uri}", "++logger.experiment_name=test_ssl_vit"]
     cfg = compose_cfg([*logger, *VIT_SSL], tmp_path / "run", data_dir)
     cellexp.run(cfg)
-    history = {m.step: m.value for m in _client(cfg).get_metric_history(_run_of(cfg).info.run_id, "val/knn_accuracy")}
+    run_id = tracked_run(cfg).info.run_id
+    history = {m.step: m.value for m in _client(cfg).get_metric_history(run_id, "val/knn_accuracy")}
     assert sorted(history) == list(range(31))
     assert max(history.values()) >= history[0] + 0.10, history
 
@@ -233,7 +229,7 @@ def test_classify_fine_tunes_from_the_ssl_teacher_and_records_where_it_came_from
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, teacher[f"teacher.backbone.{key}"]), key
     cellexp.run(cfg)
-    run = _run_of(cfg)
+    run = tracked_run(cfg)
     assert run.data.tags["backbone.init_from"] == pretrained.run_dir
     assert run.data.tags["backbone.init_task"] == "ssl"
     assert run.data.tags["backbone.init_checkpoint"].endswith("checkpoints/best")
@@ -256,7 +252,7 @@ def test_linear_probe_trains_the_head_only(pretrained, make_cfg):
     trained = load_file(f"{cfg.paths.output_dir}/checkpoints/best/{MODEL_FILE}")
     backbone = {k.removeprefix("backbone."): v for k, v in trained.items() if k.startswith("backbone.")}
     assert backbone and all(torch.equal(v, teacher[f"teacher.backbone.{k}"]) for k, v in backbone.items())
-    metrics = _run_of(cfg).data.metrics
+    metrics = tracked_run(cfg).data.metrics
     assert metrics["model/trainable_params"] == metrics["model/head_params"] > 0
 
 
@@ -264,7 +260,7 @@ def test_linear_probe_trains_the_head_only(pretrained, make_cfg):
 def test_pretraining_continues_from_another_runs_backbone(pretrained, make_cfg):
     cfg = make_cfg([*SSL, "trainer.max_epochs=1", f"backbone.init_from={pretrained.run_dir}"])
     cellexp.run(cfg)
-    run = _run_of(cfg)
+    run = tracked_run(cfg)
     start = min(_client(cfg).get_metric_history(run.info.run_id, "val/knn_accuracy"), key=lambda m: m.step)
     assert (start.step, start.value) == (0, pretrained.objective)  # the same cells, the best teacher's backbone
     assert run.data.tags["backbone.init_task"] == "ssl"
@@ -305,12 +301,12 @@ def test_pretraining_on_time_lapse_patches_hands_its_teacher_to_mil(make_cfg, da
     ssl = make_cfg([*DINO, *data, "trainer.max_epochs=1"], run_name="ssl", tiny=False)
     ssl_dir = ssl.paths.output_dir  # resolved now: it follows whichever Hydra config is current
     objective = cellexp.run(ssl)
-    run = _run_of(ssl)
+    run = tracked_run(ssl)
     history = {m.step: m.value for m in _client(ssl).get_metric_history(run.info.run_id, "val/knn_accuracy")}
     assert objective == history[1] > history[0]  # the val sequences' patches, by cell line, against the train ones
     mil = make_cfg(["task=mil", *data, "trainer.max_epochs=1", f"ckpt={ssl_dir}"], run_name="mil", tiny=False)
     assert 0 <= cellexp.run(mil) <= 1
-    assert _run_of(mil).data.tags["mil.embedding"] == f"checkpoint {ssl_dir}/checkpoints/best"
+    assert tracked_run(mil).data.tags["mil.embedding"] == f"checkpoint {ssl_dir}/checkpoints/best"
 
 
 # -- ViTs, collapse, resume, bad input ------------------------------------------------------------
@@ -320,7 +316,7 @@ def test_pretraining_on_time_lapse_patches_hands_its_teacher_to_mil(make_cfg, da
 def test_a_vit_takes_global_and_local_views_and_hands_on_at_another_image_size(make_cfg):
     cfg = make_cfg([*QUICK, "backbone=test_vit"], run_name="vit")
     cellexp.run(cfg)
-    assert _run_of(cfg).data.tags["ssl.views"] == "32 32 16 16"
+    assert tracked_run(cfg).data.tags["ssl.views"] == "32 32 16 16"
     # fine-tuning at 48 px: the position embedding is resampled from the 2x2 patch grid to 3x3
     classify = make_cfg(
         [
@@ -349,7 +345,7 @@ def test_a_forced_collapse_raises_the_warning(make_cfg, caplog, overrides, reaso
     with caplog.at_level(logging.WARNING, logger="cellexp.engine.dino"):
         cellexp.run(cfg)
     assert any("DINO is collapsing at epoch 1" in r.message and reason in r.message for r in caplog.records)
-    run = _run_of(cfg)
+    run = tracked_run(cfg)
     assert reason in run.data.tags["ssl.collapse"] and run.data.metrics["train/collapse"] == 1
 
 
@@ -357,7 +353,7 @@ def test_a_forced_collapse_raises_the_warning(make_cfg, caplog, overrides, reaso
 def test_gradient_accumulation_runs(make_cfg):
     cfg = make_cfg([*QUICK, "trainer.grad_accum_steps=2", "trainer.batch_size=16"])
     assert 0 <= cellexp.run(cfg) <= 1
-    assert math.isfinite(_run_of(cfg).data.metrics["train/loss"])
+    assert math.isfinite(tracked_run(cfg).data.metrics["train/loss"])
 
 
 @pytest.mark.slow
@@ -366,7 +362,7 @@ def test_bf16_on_cpu_keeps_every_logged_loss_finite(make_cfg):
     # weight gradient used to turn the loss into NaN within a few steps (see cellexp.engine.cpu_bf16).
     cfg = make_cfg([*QUICK, "trainer.precision=bf16", "trainer.batch_size=16", "trainer.max_epochs=2", "seed=1"])
     cellexp.run(cfg)  # a non-finite step loss would stop it with NonFiniteLossError
-    run_id = _run_of(cfg).info.run_id
+    run_id = tracked_run(cfg).info.run_id
     for key in ("train/loss", "train/kl_divergence", "train/teacher_entropy"):
         values = [m.value for m in _client(cfg).get_metric_history(run_id, key)]
         assert len(values) == 2 and all(math.isfinite(v) for v in values), (key, values)
@@ -392,8 +388,8 @@ def test_resume_restores_student_teacher_centre_optimiser_and_schedules(make_cfg
     assert all(torch.equal(states[0]["scheduler"][k], states[1]["scheduler"][k]) for k in DinoSchedules.KEYS)
     moments = [[s["exp_avg"] for s in state["optimizer"]["state"].values()] for state in states]
     assert all(torch.equal(a, b) for a, b in zip(*moments, strict=True))
-    history = _client(resumed).get_metric_history(_run_of(resumed).info.run_id, "val/knn_accuracy")
-    reference_history = _client(reference).get_metric_history(_run_of(reference).info.run_id, "val/knn_accuracy")
+    history = _client(resumed).get_metric_history(tracked_run(resumed).info.run_id, "val/knn_accuracy")
+    reference_history = _client(reference).get_metric_history(tracked_run(reference).info.run_id, "val/knn_accuracy")
     assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in reference_history]
 
 
