@@ -14,6 +14,8 @@ from torch import nn
 class GatedAttentionMIL(nn.Module):
     """a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))); bag = sum_i a_i h_i; logits = classifier(norm(bag)).
 
+    Instances are standardised first by `feature_mean` and `feature_std` (buffers, set from the training
+    patches with `fit_standardization`), so a saved model carries what it needs to embed new data alike.
     `bag_norm` layer-normalises the pooled bag: a weighted mean of standardised instances is much smaller than
     they are, and its scale varies with how spread the attention is."""
 
@@ -21,6 +23,8 @@ class GatedAttentionMIL(nn.Module):
         self, in_dim: int, num_classes: int, attention_dim: int = 128, dropout: float = 0.0, bag_norm: bool = True
     ):
         super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
         self.dropout = nn.Dropout(dropout)
         self.value = nn.Linear(in_dim, attention_dim)
         self.gate = nn.Linear(in_dim, attention_dim)
@@ -28,9 +32,19 @@ class GatedAttentionMIL(nn.Module):
         self.norm = nn.LayerNorm(in_dim) if bag_norm else nn.Identity()
         self.classifier = nn.Linear(in_dim, num_classes)
 
+    @torch.no_grad()
+    def fit_standardization(self, instances: torch.Tensor) -> None:
+        """Per-feature mean and standard deviation of the training instances (N, in_dim)."""
+        self.feature_mean.copy_(instances.mean(0))
+        self.feature_std.copy_(instances.std(0, correction=0) + 1e-6)
+
+    def standardize(self, instances: torch.Tensor) -> torch.Tensor:
+        return (instances - self.feature_mean) / self.feature_std
+
     def forward(self, instances: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """instances (B, N, in_dim), mask (B, N) True for real instances -> logits (B, C), attention (B, N)."""
-        h = self.dropout(instances)
+        """instances (B, N, in_dim) raw embeddings, mask (B, N) True for real instances -> logits (B, C),
+        attention (B, N)."""
+        h = self.dropout(self.standardize(instances))
         scores = self.score(torch.tanh(self.value(h)) * torch.sigmoid(self.gate(h))).squeeze(-1)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))

@@ -5,6 +5,7 @@ ImageNet timm weights, or `ckpt=` a classify/ssl run's backbone; cached) -> a ga
 per sequence, trained on Time-series Segment Samples with coverage-weighted loss, selected on val, and
 reported on test at sequence and batch level. A per-image baseline on the same embeddings (a linear
 classifier on each frame, its softmax averaged over the sequence) is trained and reported beside it.
+With task.fit=false, a trained MIL run (`ckpt=`) predicts every sequence of a folder instead.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_auroc, multiclass_f1_score
 from tqdm import tqdm
 
+from cellexp.checkpoints import ResolvedCheckpoint
 from cellexp.data.bags import Bag, bag_splits, dataset_root, load_bags
 from cellexp.data.store import SplitStore
 from cellexp.data.timelapse import describe, segment_sample, split_counts
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.accelerator import make_accelerator
-from cellexp.engine.checkpoint import BEST, CheckpointManager
+from cellexp.engine.checkpoint import BEST, CheckpointManager, read_meta
 from cellexp.errors import ConfigError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
+from cellexp.tasks.trained import load_weights, resolve
 from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -45,42 +48,90 @@ def run(cfg: DictConfig) -> float:
             f"task=mil needs time-lapse data: dataset=timelapse or timelapse_synthetic, not {cfg.dataset.name}"
         )
     _check_tss(cfg.task.tss)
+    source = None if cfg.task.fit else _trained_mil(cfg)
+    model_cfg = cfg if source is None else _as_trained(cfg, source.config)
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
     with accelerator.main_process_first():
-        root = dataset_root(cfg.dataset)
-        store, bags, problems = load_bags(cfg.dataset, root)
-    class_names = sorted({b.sequence.line for b in bags})
-    split_bags = bag_splits(cfg.dataset, bags)
+        store, bags, problems = load_bags(model_cfg.dataset, dataset_root(model_cfg.dataset))
+    if source is None:
+        class_names = sorted({b.sequence.line for b in bags})
+        split_bags = bag_splits(cfg.dataset, bags)
+    else:  # every sequence of the folder is predicted
+        class_names = read_meta(source.folder)["classes"]
+        split_bags = {"test": bags}
+    labels = {b.sequence.key: class_names.index(b.sequence.line) for b in bags if b.sequence.line in class_names}
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         _log_data(tracker, run_dir, bags, split_bags, problems, accelerator.is_main_process)
-        embeddings, source = embed_store(cfg, store, accelerator.device)
-        tracker.set_tags({"mil.embedding": source})
-        train_rows = np.concatenate([b.rows for b in split_bags["train"]])
-        mean, std = embeddings[train_rows].mean(0), embeddings[train_rows].std(0) + 1e-6
-        features = torch.from_numpy((embeddings - mean) / std).float().to(accelerator.device)
-        labels = {b.sequence.key: class_names.index(b.sequence.line) for b in bags}
+        embeddings, described = embed_store(model_cfg, store, accelerator.device)
+        tracker.set_tags({"mil.embedding": described})
+        features = torch.from_numpy(embeddings).float().to(accelerator.device)
         set_seed(cfg.seed)
-        model = GatedAttentionMIL(features.shape[1], len(class_names), **cfg.task.mil).to(accelerator.device)
-        checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last)
-        checkpoints = checkpoints if accelerator.is_main_process else None
-        best, objective = fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, checkpoints)
-        model.load_state_dict(best)
-        if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
-            tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
-        logits, attention = predict_mil(model, features, split_bags["test"])
-        test = level_metrics("test", logits, split_bags["test"], labels, len(class_names))
-        if cfg.task.baseline:
-            test.update(_baseline(cfg, features, split_bags, labels, len(class_names)))
+        model = GatedAttentionMIL(features.shape[1], len(class_names), **model_cfg.task.mil).to(accelerator.device)
+        if source is None:
+            model.fit_standardization(features[np.concatenate([b.rows for b in split_bags["train"]])])
+            checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last)
+            checkpoints = checkpoints if accelerator.is_main_process else None
+            best, objective = fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, checkpoints)
+            model.load_state_dict(best)
+            if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
+                tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
+        else:
+            load_weights(model, source.folder)
+            tracker.set_tags({"mil.model": str(source.folder)})
+        test_bags = split_bags["test"]
+        logits, attention = predict_mil(model, features, test_bags)
+        test = _known_line_metrics(logits, test_bags, labels, class_names)
+        if source is None and cfg.task.baseline:
+            test.update(_baseline(cfg, model.standardize(features), split_bags, labels, len(class_names)))
         tracker.log_metrics(test)
         log.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith(("top1", "macro_f1"))))
+        if source is not None:
+            objective = test.get(f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}", float("nan"))
         if accelerator.is_main_process:
             folder = run_dir / "test"
-            for path in write_attention(folder, store, split_bags["test"], attention, logits, labels, class_names):
+            for path in write_attention(folder, store, test_bags, attention, logits, class_names):
                 tracker.log_artifact(path, "test")
-            figure = attention_figure(folder / "attention.png", store, split_bags["test"], attention, cfg.task.figure)
+            figure = attention_figure(folder / "attention.png", store, test_bags, attention, cfg.task.figure)
             tracker.log_artifact(figure, "test")
     return objective
+
+
+def _trained_mil(cfg: DictConfig) -> ResolvedCheckpoint:
+    """task.fit=false: the task=mil run that `ckpt=` names."""
+    if not cfg.get("ckpt"):
+        raise ConfigError("task.fit=false predicts with a trained MIL model: give ckpt=<a task=mil run or checkpoint>")
+    source = resolve(cfg, cfg.ckpt)
+    trained_task = source.config.get("task", {}).get("name")
+    if trained_task != "mil":
+        raise ConfigError(f"ckpt={cfg.ckpt} is a task={trained_task} run: task.fit=false needs a task=mil run")
+    return source
+
+
+def _as_trained(cfg: DictConfig, trained: DictConfig) -> DictConfig:
+    """This run's config with the trained run's patches, embedding backbone (and its seed and ckpt) and MIL
+    model, so that new frames become patches and embeddings exactly as the training frames did."""
+    out = cfg.copy()
+    with open_dict(out):
+        out.backbone = trained.backbone
+        out.ckpt = trained.get("ckpt")
+        out.seed = trained.seed
+        out.task.mil = trained.task.mil
+        out.task.embedding = trained.task.embedding
+        out.dataset.patches = trained.dataset.patches
+        out.dataset.image_size = trained.dataset.image_size
+    return out
+
+
+def _known_line_metrics(logits: torch.Tensor, bags: list[Bag], labels: dict, class_names: list[str]) -> dict:
+    """Test metrics over the sequences of lines the model knows; the others are predicted but named and left out."""
+    known = [i for i, bag in enumerate(bags) if bag.sequence.key in labels]
+    unknown = sorted({bag.sequence.line for bag in bags if bag.sequence.key not in labels})
+    if unknown:
+        log.warning("lines the model was not trained on, predicted but left out of the metrics: %s", unknown)
+    if not known:
+        return {}
+    return level_metrics("test", logits[known], [bags[i] for i in known], labels, len(class_names))
 
 
 def _check_tss(tss: DictConfig) -> None:
@@ -324,7 +375,7 @@ def per_image_baseline(cfg, features: torch.Tensor, split_bags: dict, labels: di
     return sequence_probs(best_model, split_bags["test"])
 
 
-def write_attention(folder: Path, store: SplitStore, bags, attention, logits, labels, class_names) -> list[Path]:
+def write_attention(folder: Path, store: SplitStore, bags, attention, logits, class_names) -> list[Path]:
     """attention.csv: one row per test patch (sequence, frame, window, weight); predictions.csv: one per sequence."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = store.manifest()
