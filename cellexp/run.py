@@ -26,13 +26,17 @@ def run(cfg: DictConfig) -> float:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     else:
-        _silence_file_logs()
+        _quiet_other_ranks()
     task = importlib.import_module(f"cellexp.tasks.{name}")
     return task.run(cfg)
 
 
-def _silence_file_logs() -> None:
-    """Hydra opens the run's log file on every rank; only the main rank should write it."""
+def _quiet_other_ranks() -> None:
+    """Every rank runs the same code, so its info and warnings repeat the main rank's (a skipped file, once
+    per process): other ranks keep errors only on the console, and Hydra's run log file is the main rank's."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-        root.removeHandler(handler)
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+        else:
+            handler.setLevel(max(handler.level, logging.ERROR))

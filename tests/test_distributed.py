@@ -12,8 +12,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
+from cellexp.data.timelapse_synthetic import generate_timelapse
 from cellexp.engine.checkpoint import MODEL_FILE
 from tests.conftest import ROOT, TINY, subprocess_env
+from tests.test_mil import MIL_DATA, TINY_MIL
 from tests.test_ssl import DINO
 
 pytestmark = pytest.mark.slow
@@ -36,12 +38,13 @@ LAUNCH = [
 ]
 
 
-def _train(command: list[str], overrides: list[str]) -> None:
-    """train.py under `command` (python, or accelerate's launcher), which must succeed."""
+def _train(command: list[str], overrides: list[str]) -> str:
+    """train.py under `command` (python, or accelerate's launcher), which must succeed; its console output."""
     result = subprocess.run(
         [*command, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env()
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def test_two_process_run_leaves_one_folder_and_one_mlflow_run(tmp_path, data_dir):
@@ -127,3 +130,28 @@ def test_two_process_ssl_run_pretrains_once_and_saves_one_teacher(tmp_path, data
     state = load_file(run_dir / "checkpoints" / "best" / MODEL_FILE)
     assert {key.split(".")[0] for key in state} == {"student", "teacher", "center"}
     assert torch.isfinite(state["center"]).all() and state["center"].abs().sum() > 0
+
+
+def test_two_process_mil_run_reports_a_bad_file_once_and_predicts_each_sequence_once(tmp_path, data_dir):
+    """task=mil under two ranks: both read the folder, rank 0 alone warns, logs and writes."""
+    root = generate_timelapse(tmp_path / "lines", **MIL_DATA)
+    (root / "HeLa" / "batch_1" / "notes.jpg").write_bytes(b"not a frame")
+    generated = [o for o in TINY_MIL if not o.startswith("dataset.generate.")]
+    overrides = [
+        *generated,
+        "dataset=timelapse",
+        f"dataset.root={root}",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+        "logger.experiment_name=two-process-mil",
+    ]
+    console = _train(LAUNCH, overrides)
+    assert console.count("notes.jpg") == 1, console[-3000:]
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("two-process-mil").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["data/bad_names"] == 1
+    with open(run_dir / "test" / "predictions.csv") as f:
+        sequences = [row["sequence"] for row in csv.DictReader(f)]
+    assert len(sequences) == len(set(sequences)) == run.data.metrics["data/test_sequences"] == 6 * 3 * 4
