@@ -293,6 +293,9 @@ def test_a_trained_mil_run_predicts_every_sequence_as_it_was_trained(make_cfg, d
     assert value == run.data.metrics["test/sequence/top1"]
     assert "test/baseline/sequence/top1" not in run.data.metrics
     assert run.data.tags["mil.model"] == str(trained_mil_run / "checkpoints" / "best")
+    # the trained model's backbone (test_resnet), not this config's default (resnet18)
+    assert run.info.run_name == "test_resnet gated_attention predict" and run.data.tags["backbone"] == "test_resnet"
+    assert run.data.params["backbone.model_name"] == "test_resnet"
 
 
 def test_lines_the_model_does_not_know_are_predicted_and_left_out_of_the_metrics(

@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> float:
         class_names = read_meta(source.folder)["classes"]
         split_bags = {"test": bags}
     labels = {b.sequence.key: class_names.index(b.sequence.line) for b in bags if b.sequence.line in class_names}
-    with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
+    with start_tracking(model_cfg, run_dir, accelerator.is_main_process) as tracker:
         _log_data(tracker, run_dir, bags, split_bags, problems, accelerator.is_main_process)
         embeddings, described = embed_store(model_cfg, store, accelerator.device)
         tracker.set_tags({"mil.embedding": described})
@@ -78,7 +78,15 @@ def run(cfg: DictConfig) -> float:
                 tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
         else:
             load_weights(model, source.folder)
-            tracker.set_tags({"mil.model": str(source.folder)})
+            # named by the trained model's backbone, not this config's default, so that runs compare by model
+            backbone = model_cfg.backbone.get("model_name", model_cfg.backbone.family)
+            tracker.set_tags(
+                {
+                    "mil.model": str(source.folder),
+                    "backbone": backbone,
+                    "mlflow.runName": f"{backbone} gated_attention predict",
+                }
+            )
         test_bags = split_bags["test"]
         logits, attention = predict_mil(model, features, test_bags)
         test = _known_line_metrics(logits, test_bags, labels, class_names)
