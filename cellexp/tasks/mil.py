@@ -70,23 +70,9 @@ def run(cfg: DictConfig) -> float:
         model = GatedAttentionMIL(features.shape[1], len(class_names), **model_cfg.task.mil).to(accelerator.device)
         if source is None:
             model.fit_standardization(features[np.concatenate([b.rows for b in split_bags["train"]])])
-            checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last)
-            checkpoints = checkpoints if accelerator.is_main_process else None
-            best, objective = fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, checkpoints)
-            model.load_state_dict(best)
-            if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
-                tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
+            objective = _train_best(cfg, model, features, split_bags, labels, class_names, tracker, accelerator)
         else:
-            load_weights(model, source.folder)
-            # named by the trained model's backbone, not this config's default, so that runs compare by model
-            backbone = model_cfg.backbone.get("model_name", model_cfg.backbone.family)
-            tracker.set_tags(
-                {
-                    "mil.model": str(source.folder),
-                    "backbone": backbone,
-                    "mlflow.runName": f"{backbone} gated_attention predict",
-                }
-            )
+            _load_trained(model, source, model_cfg.backbone, tracker)
         test_bags = split_bags["test"]
         logits, attention = predict_mil(model, features, test_bags)
         test = _known_line_metrics(logits, test_bags, labels, class_names)
@@ -103,6 +89,28 @@ def run(cfg: DictConfig) -> float:
             figure = attention_figure(folder / "attention.png", store, test_bags, attention, cfg.task.figure)
             tracker.log_artifact(figure, "test")
     return objective
+
+
+def _train_best(cfg, model, features, split_bags, labels, class_names, tracker, accelerator) -> float:
+    """Fit, keep the best val epoch's weights in `model` (and in checkpoints/best, logged), return its value."""
+    run_dir = Path(cfg.paths.output_dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last)
+    checkpoints = checkpoints if accelerator.is_main_process else None
+    best, objective = fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, checkpoints)
+    model.load_state_dict(best)
+    if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
+        tracker.log_artifacts(run_dir / "checkpoints" / BEST, f"checkpoints/{BEST}")
+    return objective
+
+
+def _load_trained(model: GatedAttentionMIL, source: ResolvedCheckpoint, backbone_cfg: DictConfig, tracker) -> None:
+    """The trained weights; the run is named by the trained model's backbone, not this config's default, so that
+    runs compare by model."""
+    load_weights(model, source.folder)
+    backbone = backbone_cfg.get("model_name", backbone_cfg.family)
+    tracker.set_tags(
+        {"mil.model": str(source.folder), "backbone": backbone, "mlflow.runName": f"{backbone} gated_attention predict"}
+    )
 
 
 def _trained_mil(cfg: DictConfig) -> ResolvedCheckpoint:
