@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from safetensors.torch import load_file
 
 import cellexp
 from cellexp.data.bags import dataset_root, load_bags
@@ -249,6 +250,9 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
         assert key in run.data.metrics
     assert "test/baseline/batch/top1" in run.data.metrics
     assert run.data.tags["head"] == "gated_attention" and run.info.run_name == "test_resnet gated_attention"
+    width = load_file(run_dir / "checkpoints" / "best" / "model.safetensors")["classifier.weight"].shape[1]
+    aggregator = GatedAttentionMIL(width, 6, attention_dim=cfg.task.mil.attention_dim)
+    assert run.data.metrics["model/total_params"] == sum(p.numel() for p in aggregator.parameters())
 
 
 @pytest.fixture

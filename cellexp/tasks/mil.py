@@ -68,6 +68,8 @@ def run(cfg: DictConfig) -> float:
         features = torch.from_numpy(embeddings).float().to(accelerator.device)
         set_seed(cfg.seed)
         model = GatedAttentionMIL(features.shape[1], len(class_names), **model_cfg.task.mil).to(accelerator.device)
+        # what cellexp.compare lists as a run's size: the aggregator's (the embedding backbone is frozen)
+        tracker.log_metrics({"model/total_params": sum(p.numel() for p in model.parameters())})
         if source is None:
             model.fit_standardization(features[np.concatenate([b.rows for b in split_bags["train"]])])
             objective = _train_best(cfg, model, features, split_bags, labels, class_names, tracker, accelerator)
