@@ -21,6 +21,7 @@ from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patc
 from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan, segment_sample
 from cellexp.data.timelapse_synthetic import generate_timelapse
 from cellexp.data.transforms import BatchTransform
+from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from cellexp.tasks.mil import embed_store, patch_embeddings
@@ -250,7 +251,7 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
         assert key in run.data.metrics
     assert "test/baseline/batch/top1" in run.data.metrics
     assert run.data.tags["head"] == "gated_attention" and run.info.run_name == "test_resnet gated_attention"
-    width = load_file(run_dir / "checkpoints" / "best" / "model.safetensors")["classifier.weight"].shape[1]
+    width = load_file(run_dir / "checkpoints" / "best" / MODEL_FILE)["classifier.weight"].shape[1]
     aggregator = GatedAttentionMIL(width, 6, attention_dim=cfg.task.mil.attention_dim)
     assert run.data.metrics["model/total_params"] == sum(p.numel() for p in aggregator.parameters())
 
@@ -262,7 +263,13 @@ def trained_mil_run(make_cfg, data_dir) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def _predict_with(make_cfg, data_dir, trained: Path, generate: dict, run_name: str = "predict"):
+def _predictions(run_dir: Path) -> dict[str, dict]:
+    """A run's test/predictions.csv, one row per sequence, by sequence."""
+    with open(run_dir / "test" / "predictions.csv") as f:
+        return {row["sequence"]: row for row in csv.DictReader(f)}
+
+
+def _predict_with(make_cfg, data_dir, trained: Path, generate: dict):
     """task.fit=false on generated data: only the data settings are given, the rest comes from the trained run."""
     cfg = make_cfg(
         [
@@ -274,19 +281,16 @@ def _predict_with(make_cfg, data_dir, trained: Path, generate: dict, run_name: s
             f"dataset.root={data_dir / 'timelapse'}",
             *(f"dataset.generate.{k}={v}" for k, v in generate.items()),
         ],
-        run_name=run_name,
+        run_name="predict",
         tiny=False,
     )
     value = cellexp.run(cfg)
-    with open(Path(cfg.paths.output_dir) / "test" / "predictions.csv") as f:
-        rows = {row["sequence"]: row for row in csv.DictReader(f)}
-    return cfg, value, rows
+    return cfg, value, _predictions(Path(cfg.paths.output_dir))
 
 
 def test_a_trained_mil_run_predicts_every_sequence_as_it_was_trained(make_cfg, data_dir, trained_mil_run):
     cfg, value, predicted = _predict_with(make_cfg, data_dir, trained_mil_run, MIL_DATA)
-    with open(trained_mil_run / "test" / "predictions.csv") as f:
-        tested = {row["sequence"]: row for row in csv.DictReader(f)}
+    tested = _predictions(trained_mil_run)
     assert len(predicted) == 6 * 4 * 4  # every sequence of the folder, training ones too
     assert len(tested) == 6 * 3 * 4 and set(tested) < set(predicted)
     for key, row in tested.items():  # same patches, embeddings and standardisation as in training
@@ -324,7 +328,7 @@ def test_lines_the_model_does_not_know_are_predicted_and_left_out_of_the_metrics
 def test_predicting_needs_a_trained_mil_run(make_cfg, tmp_path, overrides, message):
     classify_run = tmp_path / "classify_run"
     (classify_run / "checkpoints" / "best").mkdir(parents=True)
-    (classify_run / "checkpoints" / "best" / "model.safetensors").write_bytes(b"")
+    (classify_run / "checkpoints" / "best" / MODEL_FILE).write_bytes(b"")
     (classify_run / "config.yaml").write_text("task:\n  name: classify\n")
     overrides = [o.format(classify_run=classify_run) for o in overrides]
     cfg = make_cfg([*TINY_MIL, "logger=none", "task.fit=false", *overrides], tiny=False)
