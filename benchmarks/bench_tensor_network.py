@@ -1,13 +1,17 @@
-"""Forward+backward time of the tensor-network head against the plain per-node reference.
+"""Forward+backward time of a tensor-network head against a plain per-node eager implementation of it.
 
-    python benchmarks/bench_tensor_network.py [--device cpu|cuda] [--batch 256] [--dim 512]
-        [--wiring full] [--graph reference|random] [--threads 2] [--iters 10]
+    python benchmarks/bench_tensor_network.py [--variant published|intended|ours] [--device cpu|cuda]
+        [--batch 256] [--dim 512] [--wiring full] [--graph reference|random] [--threads 2] [--iters 10]
 
-Both modules hold the same weights and see the same input; each iteration times the reference
-(`PerNodeTensorNetwork`: one nn.Linear + nn.LayerNorm per node and nn.MultiheadAttention, as
-in the published code) and both compute paths of `TensorNetworkHead` ("looped": one matmul per
-live unit over stacked parameters, the CPU default; "batched": one baddbmm per step, the
-accelerator default) in turn, so that machine noise hits all three alike; medians after warm-up.
+Both modules hold the same weights and see the same input; each iteration times the per-node
+implementation and both compute paths of the head in turn, so that machine noise hits all three
+alike; medians after warm-up.
+
+- `--variant published` (default) or `intended`: `PublishedTensorNetwork` (the published head's
+  function, compiled into batches) against `PerNodePublished` (one nn.Linear + nn.LayerNorm per
+  unit, the published pass op by op, textbook attention).
+- `--variant ours`: `TensorNetworkHead` (`--wiring full|sensor_motor`) against
+  `PerNodeTensorNetwork` (one nn.Linear + nn.LayerNorm per node and nn.MultiheadAttention).
 
 Graph: `--graph reference` reads ../shared/reference/celegans_elegansai.graphml (the published
 connectome) and falls back to `random` where that file is absent. `random` is a directed
@@ -26,7 +30,8 @@ from pathlib import Path
 import networkx as nx
 import torch
 
-from cellexp.models.graphs import read_graph_file
+from cellexp.graphs import read_graph_file
+from cellexp.models.elegans_published import PerNodePublished, PublishedTensorNetwork
 from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead, compute_path
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
@@ -57,36 +62,57 @@ def load_graph(kind: str) -> tuple[nx.DiGraph, str]:
     return random_connectome(), f"random Erdos-Renyi, 279 nodes, roles 98/92/89{note}"
 
 
-def gflop_per_step(head: TensorNetworkHead, batch: int, dim: int) -> tuple[float, float]:
-    """Matmul GFLOP of one forward+backward (backward = 2x forward): (reference, head).
+def gflop_per_step(head, batch: int, dim: int) -> tuple[float, float]:
+    """Matmul GFLOP of one forward+backward (backward = 2x forward): (per-node implementation, head).
 
-    The reference runs every unit forward and autograd runs only the live ones backward; it
-    projects keys and values of every motor state. The head runs live units only and its
-    closed-form attention needs no key/value projection (its remaining work is O(B n dim heads)).
+    Ours: the per-node implementation runs every unit forward and autograd only the live ones backward;
+    published: every unit is live and applies its Linear once (intended: at every arrival). Both per-node
+    implementations project keys and values of every motor state; the heads' closed-form attention needs
+    no key/value projection (their remaining work is O(B n dim heads)).
     """
     unit = 2 * batch * dim * dim
-    reference = head.num_units * unit + 2 * head.live_units * unit
+    if isinstance(head, PublishedTensorNetwork):
+        if head.variant == "published":  # a unit's Linear runs at its first arrival only
+            ref_ops = own_ops = head.num_units
+        else:  # at every arrival; the compiled head reuses W x + b for later arrivals from x
+            ref_ops = len(head.ops)
+            own_ops = ref_ops - sum(not op.first and op.src is None for op in head.ops)
+        reference, own = 3 * ref_ops * unit, 3 * own_ops * unit
+    else:
+        reference = head.num_units * unit + 2 * head.live_units * unit
+        own = 3 * head.live_units * unit
     reference += 3 * 2 * batch * head.reached_motors * dim * 2 * dim
-    own = 3 * head.live_units * unit
     return reference / 1e9, own / 1e9
 
 
-class ReadOutOnly(torch.nn.Module):
-    """The head's attention read-out on given motor states, with or without the closed form."""
+def readout_runs(head, motors: torch.Tensor, x: torch.Tensor, device) -> dict:
+    """The attention read-out alone on given motor states, textbook and closed form."""
+    if isinstance(head, PublishedTensorNetwork):
+        textbook, closed = (lambda m: head.readout.reference(m, x)), (lambda m: head.readout(m, x))
+    else:
+        textbook = lambda m: head.readout.logits(m, closed_form=False)  # noqa: E731
+        closed = lambda m: head.readout.logits(m, closed_form=True)  # noqa: E731
+    return {
+        "readout textbook": step_fn(textbook, motors, device, head),
+        "readout closed": step_fn(closed, motors, device, head),
+    }
 
-    def __init__(self, head: TensorNetworkHead, closed_form: bool):
-        super().__init__()
-        self.readout, self.closed_form = head.readout, closed_form
 
-    def forward(self, motors: torch.Tensor) -> torch.Tensor:
-        return self.readout.logits(motors, closed_form=self.closed_form)
+def build(args, graph):
+    """(head, per-node implementation) with the same weights."""
+    kwargs = dict(in_features=args.dim, num_classes=8, graph=graph, dim=args.dim)
+    if args.variant == "ours":
+        head = TensorNetworkHead(**kwargs, wiring=args.wiring)
+        return head, PerNodeTensorNetwork(**kwargs, wiring=args.wiring).copy_from(head)
+    head = PublishedTensorNetwork(**kwargs, variant=args.variant)
+    return head, PerNodePublished(**kwargs, variant=args.variant).copy_from(head)
 
 
-def step_fn(module: torch.nn.Module, x: torch.Tensor, device: torch.device):
+def step_fn(module, x: torch.Tensor, device: torch.device, owner: torch.nn.Module | None = None):
     """One training-like step: forward, backward to weights and input, gradients freed afterwards."""
 
     def step() -> float:
-        module.zero_grad(set_to_none=True)
+        (owner or module).zero_grad(set_to_none=True)
         start = time.perf_counter()
         module(x).float().square().mean().backward()
         if device.type == "cuda":
@@ -101,7 +127,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--wiring", default="full", choices=["full", "paper"])
+    parser.add_argument("--variant", default="published", choices=["published", "intended", "ours"])
+    parser.add_argument("--wiring", default="full", choices=["full", "sensor_motor"], help="--variant ours only")
     parser.add_argument("--graph", default="reference", choices=["reference", "random"])
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -112,9 +139,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     graph, graph_name = load_graph(args.graph)
-    kwargs = dict(in_features=args.dim, num_classes=8, graph=graph, dim=args.dim, wiring=args.wiring)
-    head = TensorNetworkHead(**kwargs).to(device)
-    reference = PerNodeTensorNetwork(**kwargs).to(device).copy_from(head)
+    head, reference = (module.to(device) for module in build(args, graph))
     x = torch.randn(args.batch, args.dim, device=device, requires_grad=True)
 
     def with_path(path: str):
@@ -126,12 +151,11 @@ def main() -> None:
 
     motors = torch.randn(args.batch, head.reached_motors, args.dim, device=device, requires_grad=True)
     runs = {
-        "reference": step_fn(reference, x, device),
+        "per-node": step_fn(reference, x, device),
         "looped": with_path("looped"),
         "batched": with_path("batched"),
         # the read-out alone, to show what the closed-form attention contributes to the ratios
-        "readout nn.MHA": step_fn(ReadOutOnly(head, closed_form=False), motors, device),
-        "readout closed": step_fn(ReadOutOnly(head, closed_form=True), motors, device),
+        **readout_runs(head, motors, x.detach(), device),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(args.warmup + args.iters):
@@ -142,20 +166,23 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
 
     ref_gflop, head_gflop = gflop_per_step(head, args.batch, args.dim)
-    print(f"graph: {graph_name}; wiring={args.wiring}; device={args.device}; threads={torch.get_num_threads()}")
-    print(f"batch {args.batch}, dim {args.dim}: {head.num_units} units ({head.live_units} live), ", end="")
-    print(f"{head.reached_motors} reached motors, {head.steps} steps")
-    print(f"GFLOP per step (matmuls, fwd+bwd): reference {ref_gflop:.1f}, head {head_gflop:.1f}")
+    variant = f"variant={args.variant}" + (f", wiring={args.wiring}" if args.variant == "ours" else "")
+    print(f"graph: {graph_name}; {variant}; device={args.device}; threads={torch.get_num_threads()}")
+    live = getattr(head, "live_units", head.num_units)
+    steps = head.steps if args.variant == "ours" else head.batches
+    print(f"batch {args.batch}, dim {args.dim}: {head.num_units} units ({live} live), ", end="")
+    print(f"{head.reached_motors} reached motors, {steps} sequential steps")
+    print(f"GFLOP per step (matmuls, fwd+bwd): per-node {ref_gflop:.1f}, head {head_gflop:.1f}")
     print(f"median of {args.iters} after {args.warmup} warm-up:")
-    for name in ("reference", "looped", "batched"):
-        gflop = ref_gflop if name == "reference" else head_gflop
-        print(f"  {name:14s} {medians[name] * 1e3:9.1f} ms  {gflop / medians[name]:7.1f} GFLOP/s")
-    for name in ("readout nn.MHA", "readout closed"):
-        print(f"  {name:14s} {medians[name] * 1e3:9.1f} ms  (attention read-out alone, motor states given)")
+    for name in ("per-node", "looped", "batched"):
+        gflop = ref_gflop if name == "per-node" else head_gflop
+        print(f"  {name:16s} {medians[name] * 1e3:9.1f} ms  {gflop / medians[name]:7.1f} GFLOP/s")
+    for name in ("readout textbook", "readout closed"):
+        print(f"  {name:16s} {medians[name] * 1e3:9.1f} ms  (attention read-out alone, motor states given)")
     auto = compute_path("auto", device, args.dim)
     for name in ("looped", "batched"):
         default = " (compute=auto here)" if name == auto else ""
-        print(f"ratio reference_time / {name}_time = {medians['reference'] / medians[name]:.2f}{default}")
+        print(f"ratio per-node_time / {name}_time = {medians['per-node'] / medians[name]:.2f}{default}")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,10 @@ def swept_keys(config: DictConfig) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def suggest_head_dim(config: DictConfig, trial: Any) -> None:
-    """Optuna search-space extension: tune `head.dim` where the head has one (the graph heads), so that
-    the same preset also tunes a linear head."""
+def suggest_head_params(config: DictConfig, trial: Any) -> None:
+    """Optuna search-space extension: tune what the chosen head has, so that one preset tunes every head:
+    `head.dim` (the graph heads) and `head.dropout` (all but the published ones, which have none)."""
     if "dim" in config.head:
         trial.suggest_categorical("head.dim", HEAD_DIMS)
+    if "dropout" in config.head:
+        trial.suggest_float("head.dropout", 0.0, 0.5)

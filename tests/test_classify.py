@@ -118,8 +118,11 @@ def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
     assert 0.0 <= cellexp.run(cfg) <= 1.0
 
 
-@pytest.mark.parametrize("head", ["elegans", "ba", "er", "ws", "mlp", "linear"])
+SMALL = {"elegans_published": ["head.dim=64"], "mlp_published": ["head.dims=[256,256]"]}
+
+
+@pytest.mark.parametrize("head", ["elegans", "ba", "er", "ws", "mlp", "linear", "elegans_published", "mlp_published"])
 def test_every_head_trains_above_the_bar(make_cfg, head):
-    _, _, runs = _run_and_client(make_cfg([f"head={head}", "trainer.max_epochs=4"]))
+    _, _, runs = _run_and_client(make_cfg([f"head={head}", "trainer.max_epochs=4", *SMALL.get(head, [])]))
     score = runs[0].data.metrics["test/balanced_accuracy"]
     assert score >= 0.4, f"head={head}: test balanced accuracy {score:.3f}"

@@ -65,24 +65,74 @@ def test_every_backbone_builds_a_classifier(make_cfg, backbone):
 PAPER = CONF / "experiment" / "paper"
 
 
+CONTROLS = ("_random", "_deep", "_wide")
+
+
 def test_the_paper_table_has_a_baseline_and_an_elegans_preset_per_backbone():
-    rows = {p.stem for p in PAPER.glob("*.yaml")} - {"protocol"}
-    baselines = {row for row in rows if not row.startswith("elegans_")}
-    assert len(baselines) == 16 and rows - baselines == {f"elegans_{b}" for b in baselines}
+    rows = {p.stem for p in PAPER.glob("*.yaml")} - {"protocol", "protocol_transformer"}
+    table = {row for row in rows if not any(marker in row for marker in CONTROLS)}
+    baselines = {row for row in table if not row.startswith("elegans_")}
+    assert len(baselines) == 16 and table - baselines == {f"elegans_{b}" for b in baselines}
     assert baselines <= {p.stem for p in (CONF / "backbone").glob("*.yaml")}
+    controls = rows - table
+    assert controls == {
+        "elegans_resnet18_random_ba",
+        "elegans_resnet18_random_er",
+        "elegans_resnet18_random_ws",
+        "elegans_efficientnet_b0_random",
+        *(f"{b}_{kind}" for b in ("resnet18", "densenet121", "efficientnet_b0") for kind in ("deep", "wide")),
+    }
 
 
-def test_paper_presets_follow_the_published_protocol(make_cfg):
+def test_paper_presets_follow_the_published_configs(make_cfg):
+    """The values of _configs/elegans_resnet18.yaml (NeuRoNeLab/connectome-livecell-cls e675f76)."""
     cfg = make_cfg(["experiment=paper/elegans_densenet121"], tiny=False)
-    assert (cfg.dataset.image_size, cfg.trainer.batch_size, cfg.optim.optimizer.lr) == (224, 256, 1e-4)
-    assert cfg.optim.optimizer._target_ == "torch.optim.AdamW" and cfg.task.balanced_sampling
-    assert cfg.trainer.early_stopping.monitor == "val/loss" and not cfg.backbone.pretrained
-    assert (cfg.backbone.model_name, cfg.head.graph, cfg.head.dim, cfg.head.wiring) == (
-        "densenet121",
+    assert (cfg.seed, cfg.dataset.image_size, cfg.dataset.in_chans, cfg.trainer.batch_size) == (42, 224, 3, 256)
+    assert dict(cfg.dataset.normalize) == {"mean": 0.0, "std": 1.0}
+    optimizer, scheduler = cfg.optim.optimizer, cfg.optim.scheduler
+    assert (optimizer._target_, optimizer.lr, optimizer.weight_decay) == ("torch.optim.AdamW", 1e-4, 0.1)
+    assert scheduler._target_.endswith("PlateauOnMetric") and (scheduler.factor, scheduler.patience) == (0.5, 2)
+    assert (scheduler.monitor, scheduler.threshold, scheduler.threshold_mode) == ("val/loss", 1e-4, "rel")
+    stopping = cfg.trainer.early_stopping
+    assert (stopping.monitor, stopping.patience, stopping.min_epochs, cfg.trainer.max_epochs) == (
+        "val/loss",
+        10,
+        25,
+        250,
+    )
+    assert cfg.trainer.precision == "fp16" and cfg.task.balanced_sampling and not cfg.backbone.pretrained
+    assert (cfg.task.optimized_metric, cfg.task.direction) == ("val/loss", "minimize")
+    head = cfg.head
+    assert head._target_ == "cellexp.models.elegans_published.published_graph_head"
+    assert (head.variant, head.graph, head.dim, head.num_heads, head.activation) == (
+        "published",
         "elegans",
         512,
-        "paper",
+        8,
+        "hardtanh",
     )
+    vit = make_cfg(["experiment=paper/vit_b16"], tiny=False)  # _configs/custom_vit_b16_livecell.yaml
+    assert (vit.dataset.in_chans, vit.trainer.max_epochs, vit.trainer.batch_size) == (1, 80, 200)
+    assert (vit.optim.optimizer.weight_decay, vit.optim.scheduler.factor) == (0.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("row", "graph", "seed"),
+    [("elegans_resnet18_random_ba", "ba_published", 1), ("elegans_efficientnet_b0_random", "er_published", 2)],
+)
+def test_random_control_presets_draw_published_style_graphs(make_cfg, row, graph, seed):
+    cfg = make_cfg([f"experiment=paper/{row}"], tiny=False)
+    assert (cfg.head.graph, cfg.head.graph_seed, cfg.head.variant) == (graph, seed, "published")
+
+
+def test_mlp_control_presets_are_the_published_mlps(make_cfg):
+    cfg = make_cfg(["experiment=paper/resnet18_deep"], tiny=False)
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes=8)
+    # _configs/resnet18-deep.yaml: six Linear(2048) with tanh between them (none after the last), then the classes
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [2048] * 6 + [8]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in model.head) == 5
 
 
 @needs_reference
@@ -90,7 +140,7 @@ def test_paper_presets_follow_the_published_protocol(make_cfg):
     ("row", "published_millions"), [("elegans_resnet18", 34.4), ("elegans_efficientnetv2_m", 76.7)]
 )
 def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, row, published_millions):
-    cfg = make_cfg([f"experiment=paper/{row}", f"head.graph_file={REFERENCE}", "dataset.in_chans=3"], tiny=False)
+    cfg = make_cfg([f"experiment=paper/{row}", f"head.graph_file={REFERENCE}"], tiny=False)
     with torch.device("meta"):
         model = build_model(cfg, num_classes=8)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == published_millions

@@ -10,20 +10,11 @@ import networkx as nx
 import pytest
 
 from cellexp.errors import ConfigError
-from cellexp.models.graphs import (
-    GRAPH_KINDS,
-    ROLE_ALIASES,
-    barabasi_albert_graph,
-    build_graph,
-    canonical_neuron_name,
-    check_head_graph,
-    connectome_graph,
-    erdos_renyi_graph,
-    graph_stats,
-    normalize_role,
-    read_graph_file,
-    watts_strogatz_graph,
-)
+from cellexp.graphs.build import GRAPH_KINDS, build_graph, check_head_graph, graph_stats
+from cellexp.graphs.connectome import canonical_neuron_name, connectome_graph
+from cellexp.graphs.files import read_graph_file
+from cellexp.graphs.random_graphs import barabasi_albert_graph, erdos_renyi_graph, watts_strogatz_graph
+from cellexp.graphs.roles import ROLE_ALIASES, normalize_role
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"reference graph absent: {REFERENCE}")
@@ -311,12 +302,16 @@ def test_build_graph_dispatches_and_checks(tmp_path):
     assert build_graph("ws", seed=1, k=10, p=0.1).graph["k"] == 10
     assert build_graph("er", seed=1, density=None, m=None).graph["density"] > 0  # None values are ignored
     assert signature(build_graph("ba", seed=5)) == signature(barabasi_albert_graph(5))
-    assert set(GRAPH_KINDS) == {"elegans", "ba", "er", "ws", "file"}
+    assert set(GRAPH_KINDS) == {"elegans", "ba", "er", "ws", "er_published", "ba_published", "ws_published", "file"}
 
     path = write_graph(tmp_path / "g.graphml", role_graph({"x": "S", "y": "M"}, [("x", "y")]))
     assert dict(build_graph("file", graph_file=str(path)).nodes(data="role")) == {"x": "sensor", "y": "motor"}
 
-    with pytest.raises(ConfigError, match="unknown graph kind 'worm'; valid kinds: elegans, ba, er, ws, file"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown graph kind 'worm'; valid kinds: elegans, ba, er, ws, ba_published, er_published, ws_published, "
+        "file",
+    ):
         build_graph("worm")
     with pytest.raises(ConfigError, match="needs graph_file"):
         build_graph("file")
@@ -330,7 +325,7 @@ def test_build_graph_dispatches_and_checks(tmp_path):
 
 
 def test_generated_graphs_are_built_once_and_handed_out_as_copies():
-    from cellexp.models.graphs import _generated, build_graph
+    from cellexp.graphs.build import _generated, build_graph
 
     first = build_graph("er", seed=5)
     first.remove_edges_from(list(first.edges))

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cellexp import compare
-from cellexp.sweep import suggest_head_dim
+from cellexp.sweep import suggest_head_params
 from tests.conftest import CONF, ROOT, TINY, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -231,8 +231,16 @@ def test_slurm_launcher_config_composes_one_task_per_gpu():
     assert launcher.max_num_timeout > 0 and launcher.submitit_folder.startswith(str(cfg.hydra.sweep.dir))
 
 
-@pytest.mark.parametrize(("head", "tuned"), [("elegans", True), ("ws", True), ("linear", False)])
-def test_optuna_tunes_head_width_only_for_heads_that_have_one(make_cfg, head, tuned):
+@pytest.mark.parametrize(
+    ("head", "tuned"),
+    [
+        ("elegans", {"head.dim", "head.dropout"}),
+        ("ws", {"head.dim", "head.dropout"}),
+        ("linear", {"head.dropout"}),
+        ("elegans_published", {"head.dim"}),
+    ],
+)
+def test_optuna_tunes_what_the_head_has(make_cfg, head, tuned):
     trial = optuna.create_study().ask()
-    suggest_head_dim(make_cfg([f"head={head}"]), trial)
-    assert ("head.dim" in trial.params) == tuned
+    suggest_head_params(make_cfg([f"head={head}"]), trial)
+    assert set(trial.params) == tuned

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cellexp.errors import ConfigError
-from cellexp.models.graphs import read_graph_file
+from cellexp.graphs import read_graph_file
 from cellexp.models.tensor_network import (
     PerNodeTensorNetwork,
     TensorNetworkHead,
@@ -66,8 +66,8 @@ def test_full_wiring_plan_follows_the_rule():
     assert [s.live for s in plan.steps] == [2, 2, 1, 1, 1]
 
 
-def test_paper_wiring_plan_skips_interneurons():
-    plan = propagation_plan(hand_graph(), "paper")
+def test_sensor_motor_wiring_plan_skips_interneurons():
+    plan = propagation_plan(hand_graph(), "sensor_motor")
     assert summary(plan) == [[("m1", 1, [])], [("m2", 0, ["m1"])], [("m4", 0, ["m2"])], [("m5", 0, ["m4"])]]
 
 
@@ -83,7 +83,7 @@ SEEDS = (0, 1, 2, 3)
 
 def test_random_graphs_exercise_the_rule():
     """The equivalence test below is only as good as its graphs: check they hit every case."""
-    plans = [propagation_plan(random_graph(seed), wiring) for seed in SEEDS for wiring in ("full", "paper")]
+    plans = [propagation_plan(random_graph(seed), wiring) for seed in SEEDS for wiring in ("full", "sensor_motor")]
     assert max(len(plan.steps) for plan in plans) >= 4
     assert any(len(sources) >= 2 for plan in plans for s in plan.steps for sources in s.sources)
     assert any(s.live < len(s.nodes) for plan in plans for s in plan.steps)  # dead units
@@ -131,7 +131,7 @@ def assert_same_grads(head_grads, ref_grads, head):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("wiring", ["full", "paper"])
+@pytest.mark.parametrize("wiring", ["full", "sensor_motor"])
 @pytest.mark.parametrize("compute", ["looped", "batched"])
 def test_head_matches_per_node_reference(seed, wiring, compute):
     torch.manual_seed(seed)
@@ -222,8 +222,8 @@ def reference_graph() -> nx.DiGraph:
     return read_graph_file(REFERENCE_GRAPH)
 
 
-def test_paper_wiring_reproduces_published_parameter_count():
-    head = TensorNetworkHead(512, 8, reference_graph(), dim=512, wiring="paper")
+def test_sensor_motor_wiring_has_the_published_unit_set_and_size():
+    head = TensorNetworkHead(512, 8, reference_graph(), dim=512, wiring="sensor_motor")
     assert head.reached_motors == head.num_units == 84
     assert sum(p.numel() for p in head.parameters()) == 23_204_360
 
@@ -237,8 +237,8 @@ def test_full_wiring_on_reference_graph():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"wiring": "sparse"}, "unknown head.wiring 'sparse'; valid: full, paper"),
-        ({"activation": "swish"}, "unknown head.activation 'swish'; valid: gelu, relu, tanh, silu, identity"),
+        ({"wiring": "sparse"}, "unknown head.wiring 'sparse'; valid: full, sensor_motor"),
+        ({"activation": "swish"}, "unknown head.activation 'swish'; valid: gelu, hardtanh, relu, tanh, silu, identity"),
         ({"compute": "gpu"}, "unknown head.compute 'gpu'; valid: auto, batched, looped"),
         ({"num_heads": 3}, "head.dim=8 must be divisible by head.num_heads=3"),
     ],
@@ -260,7 +260,7 @@ def test_bad_options_are_named(change, message):
 )
 def test_bad_graphs_are_explained(graph, message):
     with pytest.raises(ConfigError, match=message):
-        TensorNetworkHead(4, 2, graph, dim=4, num_heads=2, wiring="paper")
+        TensorNetworkHead(4, 2, graph, dim=4, num_heads=2, wiring="sensor_motor")
 
 
 def test_batched_inputs_accept_mixed_precision():

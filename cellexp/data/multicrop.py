@@ -48,11 +48,12 @@ class MultiCrop(nn.Module):
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         mean: float = 0.5,
         std: float = 0.25,
+        in_chans: int = 1,
     ):
         super().__init__()
         self.kinds, self.blur_sigma = kinds, tuple(blur_sigma)
         self.finish = nn.ModuleList(
-            BatchTransform(kind.size, mean, std, augment=True, brightness=brightness, contrast=contrast)
+            BatchTransform(kind.size, mean, std, in_chans, augment=True, brightness=brightness, contrast=contrast)
             for kind in kinds
         )
 

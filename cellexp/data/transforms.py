@@ -11,7 +11,8 @@ from torch import nn
 
 
 class BatchTransform(nn.Module):
-    """Scale to [0,1], resize crop_size -> image_size, normalise; when training, augment.
+    """Scale to [0,1], resize crop_size -> image_size, repeat a grey crop to `in_chans`, normalise; when training,
+    augment.
 
     Augmentations: flips and 90-degree turns, a small random affine (rotation up to `degrees`,
     zoom in `scale`, shift up to `translate` of the side; resampled together with the resize, the
@@ -26,6 +27,7 @@ class BatchTransform(nn.Module):
         image_size: int,
         mean: float = 0.5,
         std: float = 0.25,
+        in_chans: int = 1,
         augment: bool = False,
         degrees: float = 0.0,
         scale: tuple[float, float] = (1.0, 1.0),
@@ -35,6 +37,7 @@ class BatchTransform(nn.Module):
     ):
         super().__init__()
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
+        self.in_chans = in_chans
         self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
         self.brightness, self.contrast = brightness, contrast
 
@@ -52,6 +55,10 @@ class BatchTransform(nn.Module):
                 x = _random_dihedral(x)
         if augment and (self.brightness or self.contrast):
             x = self._jitter(x)
+        if x.shape[1] != self.in_chans:
+            if x.shape[1] != 1:
+                raise ValueError(f"crops have {x.shape[1]} channels; the model takes {self.in_chans}")
+            x = x.expand(-1, self.in_chans, -1, -1)  # a grey crop repeated, as to_rgb does
         return (x - self.mean) / self.std
 
     def _random_affine(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +87,20 @@ class BatchTransform(nn.Module):
         contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(n, 1, 1, 1)
         gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(n, 1, 1, 1)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
+
+
+def input_transform(dataset_cfg: DictConfig, augment: bool = False) -> BatchTransform:
+    """The model input that `dataset` describes (size, channels, `dataset.normalize`), augmented as configured."""
+    normalize = dataset_cfg.get("normalize") or {}
+    strengths = augmentation(dataset_cfg) if augment and dataset_cfg.get("augment", True) else {}
+    return BatchTransform(
+        int(dataset_cfg.image_size),
+        mean=float(normalize.get("mean", 0.5)),
+        std=float(normalize.get("std", 0.25)),
+        in_chans=int(dataset_cfg.get("in_chans", 1)),
+        augment=bool(strengths) or (augment and dataset_cfg.get("augment", True)),
+        **strengths,
+    )
 
 
 def augmentation(dataset_cfg: DictConfig) -> dict:

@@ -41,3 +41,13 @@ def make_accelerator(trainer_cfg: DictConfig) -> Accelerator:
                 f"{accelerator.num_processes} processes: make it a multiple of {accelerator.num_processes}"
             )
     return accelerator
+
+
+def sync_batchnorm(model: torch.nn.Module, accelerator: Accelerator, trainer_cfg: DictConfig, default: bool):
+    """Batch norm over all processes' batches (`trainer.sync_batchnorm`, null: the task's `default`). PyTorch
+    synchronises batch norm on CUDA only; CPU ranks (gloo) keep their own statistics."""
+    wanted = trainer_cfg.get("sync_batchnorm")
+    wanted = default if wanted is None else bool(wanted)
+    if wanted and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

@@ -24,6 +24,7 @@ from cellexp.engine.checkpoint import BEST, CheckpointManager, load_model_state,
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.metrics import classification_metrics
 from cellexp.engine.preemption import Preempted, PreemptionWatch
+from cellexp.engine.schedulers import step_scheduler
 from cellexp.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class EarlyStopping:
     monitor: str = "val/loss"
     mode: str = "min"
     patience: int = 5
+    min_epochs: int = 0  # never stop before this many epochs (Lightning's min_epochs)
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
@@ -215,7 +217,7 @@ class Trainer:
         )
 
     def _end_epoch(self, metrics: dict) -> None:
-        self.scheduler.step()
+        step_scheduler(self.scheduler, metrics)
         state = self.state
         state.epoch += 1
         state.step_in_epoch = 0
@@ -242,7 +244,7 @@ class Trainer:
         state.monitor_best, state.bad_epochs = rule.update(
             val_metrics[rule.monitor], state.monitor_best, state.bad_epochs
         )
-        return state.bad_epochs >= rule.patience
+        return state.bad_epochs >= rule.patience and state.epoch >= rule.min_epochs
 
     # -- checkpoints ----------------------------------------------------------------------
     def _save_best(self, metrics: dict) -> None:

@@ -52,6 +52,25 @@ class MLPHead(nn.Sequential):
         super().__init__(*layers, nn.Linear(width, num_classes))
 
 
+class PublishedMLPHead(nn.Sequential):
+    """The published MLP control: Linear layers of `dims`, `activation` after each but the last, then Linear to
+    the classes (the published loop adds no activation after its last hidden layer; kept as published)."""
+
+    ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+    def __init__(self, in_features: int, num_classes: int, dims: list[int], activation: str = "tanh"):
+        if not dims or any(int(d) < 1 for d in dims):
+            raise ConfigError(f"head.dims must be a non-empty list of positive widths, got {dims!r}")
+        if activation not in self.ACTIVATIONS:
+            raise ConfigError(f"unknown head.activation {activation!r}; valid: {', '.join(self.ACTIVATIONS)}")
+        layers: list[nn.Module] = []
+        for i, width in enumerate(dims):
+            layers.append(nn.Linear(in_features if i == 0 else dims[i - 1], int(width)))
+            if i < len(dims) - 1:
+                layers.append(self.ACTIVATIONS[activation]())
+        super().__init__(*layers, nn.Linear(int(dims[-1]), num_classes))
+
+
 def param_count_of(factory: Callable[..., nn.Module], in_features: int, num_classes: int) -> int:
     """Parameters of the head `factory` would build, counted on the meta device: no memory, no compute."""
     with torch.device("meta"):

@@ -1,4 +1,8 @@
-"""Connectome tensor-network head (Elegans-AI): embedding (B, D) -> logits (B, C) through a graph.
+"""Connectome tensor-network head, our design (Elegans-AI's idea): embedding (B, D) -> logits (B, C) through a graph.
+
+This is cellexp's own reading of the connectome head, cleaner than the published code and not the same
+function: `cellexp.models.elegans_published` computes the published head (and the intended one), quirks
+included, and the README's table says how the three differ.
 
 Every sensor node holds the projected embedding. Signals then travel along the graph's edges in
 role phases; a node gets one trainable unit (Linear dim->dim, optional LayerNorm, activation)
@@ -17,13 +21,10 @@ each other). Once a node has a state it is never recomputed (first arrival).
 
 - wiring="full": phase A sensor -> {inter, motor}; phase B inter -> {inter, motor};
   phase C motor -> {motor}. Every reached interneuron and motor gets a unit.
-- wiring="paper": phase A sensor -> {motor}; phase C motor -> {motor}; interneurons get no
-  unit. The published code never wires its interneurons to the output (a role-name mismatch),
-  so its parameter count is that of this sensor->motor network. On the published graph
-  (279 nodes, 98 S / 92 I / 89 M) phase A reaches the 60 motors with a sensor in-neighbour and
-  phase C 24 more through motor->motor chains (5 motors stay unreached): 84 units, i.e.
-  84 x (512^2 + 3 x 512) = 22,149,120 parameters, 23,204,360 with the attention (1,050,624),
-  the query (512) and the final Linear(512, 8) (4,104).
+- wiring="sensor_motor": phase A sensor -> {motor}; phase C motor -> {motor}; interneurons get no
+  unit. It has the published network's unit set (interneurons never reach the output there), so
+  its parameter count is the published one: on the published graph 84 units, 23,204,360
+  parameters at dim 512 with 8 classes; but it computes our rule, not the published function.
 
 Dead units: under first arrival a non-motor unit that no later motor draws on, directly or
 through other units, cannot influence the logits (e.g. an interneuron reached in phase A whose
@@ -51,7 +52,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import networkx as nx
 import torch
@@ -59,17 +59,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellexp.errors import ConfigError
-from cellexp.models.graph_figure import draw_graph
-from cellexp.models.graphs import build_graph, graph_stats
+from cellexp.graphs import graph_stats, head_graph
 
 ROLES: tuple[str, ...] = ("sensor", "inter", "motor")
 # Per wiring, the phases in order: (emitting role, receiving roles).
 WIRINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "full": (("sensor", ("inter", "motor")), ("inter", ("inter", "motor")), ("motor", ("motor",))),
-    "paper": (("sensor", ("motor",)), ("motor", ("motor",))),
+    "sensor_motor": (("sensor", ("motor",)), ("motor", ("motor",))),
 }
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
+    "hardtanh": nn.Hardtanh,
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "silu": nn.SiLU,
@@ -125,6 +125,12 @@ def compute_path(compute: str, device: torch.device, dim: int) -> str:
 
 
 def _check_choice(kind: str, value: str, valid) -> None:
+    if kind == "wiring" and value == "paper":
+        raise ConfigError(
+            "head.wiring=paper is retired: it never computed the published network. Use head=elegans_published "
+            "for the published head (head.variant=intended for its slips fixed), or head.wiring=sensor_motor for "
+            "our design on the published unit set"
+        )
     if value not in valid:
         raise ConfigError(f"unknown head.{kind} {value!r}; valid: {', '.join(valid)}")
 
@@ -138,7 +144,7 @@ def _roles(graph: nx.DiGraph) -> dict:
         if role not in ROLES:
             raise ConfigError(
                 f"graph node {node!r} has role {role!r}; valid: {', '.join(ROLES)} "
-                "(cellexp.models.graphs.read_graph_file maps aliases such as S/NA/M)"
+                "(cellexp.graphs.read_graph_file maps aliases such as S/NA/M)"
             )
         roles[node] = role
     return roles
@@ -366,7 +372,7 @@ class TensorNetworkHead(nn.Module):
 
     Built as `TensorNetworkHead(in_features=D, num_classes=C, graph=G, ...)`; maps (B, D) -> (B, C).
     Projection Linear(D, dim) (Identity when D == dim) gives the sensor states; units follow
-    `wiring` ("full" or "paper", see the module docstring); a learnable (1, dim) query attends
+    `wiring` ("full" or "sensor_motor", see the module docstring); a learnable (1, dim) query attends
     (nn.MultiheadAttention, `num_heads`) over the reached motor states, out = attention + query
     (skip connection), then Linear(dim, C). `dropout` follows every unit and precedes the final
     Linear. `compute` is "auto" (looped on CPU for dim > 128, else batched), "batched" or "looped"; both
@@ -409,10 +415,10 @@ class TensorNetworkHead(nn.Module):
             "steps": self.steps,
         }
 
-    def draw(self, path: Path) -> Path:
-        """A picture of the graph with the nodes that got a unit filled in."""
-        title = f"{self.wiring} wiring: {self.num_units} units, {self.reached_motors} motors reached"
-        return draw_graph(self.graph, set(self.plan.nodes), path, title)
+    @property
+    def unit_nodes(self) -> list:
+        """The nodes that hold a unit (what a picture of the graph fills in)."""
+        return self.plan.nodes
 
     def _register_motor_rows(self, step_and_row) -> None:
         """Per step, the rows that hold motor states, so the batched read-out gathers only those."""
@@ -539,7 +545,6 @@ def graph_head(
     graph_params: dict | None = None,
     **head_options,
 ) -> TensorNetworkHead:
-    """The factory the head configs name: build the graph (`graph_file` wins over `graph`), then the head."""
-    kind = "file" if graph_file else graph
-    built = build_graph(kind, seed=graph_seed, graph_file=graph_file, **(graph_params or {}))
+    """The factory `head=elegans|ba|er|ws` names: build the graph (`graph_file` wins over `graph`), then the head."""
+    built = head_graph(graph, graph_file, graph_seed, graph_params)
     return TensorNetworkHead(in_features, num_classes, built, **head_options)

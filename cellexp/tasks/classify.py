@@ -10,18 +10,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from cellexp.checkpoints import ResolvedCheckpoint
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data, train_loader
 from cellexp.data.report import store_summary_figure
-from cellexp.data.transforms import BatchTransform, augmentation
-from cellexp.engine.accelerator import make_accelerator
+from cellexp.data.transforms import input_transform
+from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.loop import EarlyStopping, Selection, Trainer
 from cellexp.engine.metrics import classification_metrics, confusion_matrix
 from cellexp.engine.reports import write_confusion_matrix, write_predictions
 from cellexp.errors import ConfigError
+from cellexp.graphs.figure import draw_graph
 from cellexp.models.classifier import CellClassifier
 from cellexp.tasks.pretrained import init_backbone
 from cellexp.tasks.trained import build_model, load_weights, resolve
@@ -61,7 +62,7 @@ def run(cfg: DictConfig) -> float:
             tracker.set_tags({"init_from": str(source.folder)})
         if backbone_source is not None:
             tag_backbone_source(tracker, model.backbone.init_from, backbone_source, accelerator)
-        trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir, model_cfg.dataset.image_size)
+        trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir, _input_dataset(cfg, model_cfg))
         if cfg.task.fit:
             objective = _fit(cfg, trainer, data)
             best = run_dir / "checkpoints" / BEST
@@ -74,9 +75,23 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
+def _input_dataset(cfg: DictConfig, model_cfg: DictConfig) -> DictConfig:
+    """This run's dataset settings with the model's input (size, channels, normalisation) where a trained model
+    is evaluated: it sees crops as it was trained on them; augmentation stays this run's."""
+    if model_cfg is cfg:
+        return cfg.dataset
+    merged = cfg.dataset.copy()
+    with open_dict(merged):
+        for key in ("image_size", "in_chans", "normalize"):
+            if key in model_cfg.dataset:
+                merged[key] = model_cfg.dataset[key]
+    return merged
+
+
 def _trainer(
-    cfg, accelerator: Accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path, image_size: int
+    cfg, accelerator: Accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path, dataset: DictConfig
 ) -> Trainer:
+    model = sync_batchnorm(model, accelerator, cfg.trainer, default=False)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
@@ -87,8 +102,8 @@ def _trainer(
         optimizer,
         scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
         criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.task.label_smoothing),
-        train_transform=BatchTransform(image_size, augment=cfg.dataset.augment, **augmentation(cfg.dataset)),
-        eval_transform=BatchTransform(image_size),
+        train_transform=input_transform(dataset, augment=True),
+        eval_transform=input_transform(dataset),
         class_names=data.class_names,
         selection=Selection(cfg.task.optimized_metric, cfg.task.direction),
         checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
@@ -146,7 +161,7 @@ def _test(cfg: DictConfig, trainer: Trainer, data: CropData, tracker, run_dir: P
 
 def _log_model_description(tracker, model: CellClassifier, run_dir: Path, accelerator: Accelerator) -> None:
     """Parameter counts for every run; heads that have more to say (a graph's statistics, a picture of it)
-    say it through `describe()` and `draw(path)`."""
+    say it through `describe()`, and graph-shaped ones are drawn with the nodes that hold a unit filled in."""
     if not accelerator.is_main_process:
         return
     metrics = {
@@ -158,9 +173,10 @@ def _log_model_description(tracker, model: CellClassifier, run_dir: Path, accele
     if describe is not None:
         metrics.update({f"head/{key}": value for key, value in describe().items()})
     tracker.log_metrics(metrics)
-    draw = getattr(model.head, "draw", None)
-    if draw is not None:
-        tracker.log_artifact(draw(run_dir / "head" / "graph.png"), "head")
+    if hasattr(model.head, "graph") and hasattr(model.head, "unit_nodes"):
+        head = model.head
+        title = f"{head.num_units} units, {head.reached_motors} motors reached"
+        tracker.log_artifact(draw_graph(head.graph, head.unit_nodes, run_dir / "head" / "graph.png", title), "head")
 
 
 def _count(module: torch.nn.Module) -> int:

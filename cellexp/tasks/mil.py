@@ -34,6 +34,7 @@ from cellexp.data.timelapse import describe, segment_sample, split_counts
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import BEST, CheckpointManager, read_meta
+from cellexp.engine.schedulers import step_scheduler
 from cellexp.errors import ConfigError
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from cellexp.tasks.trained import load_weights, resolve
@@ -293,12 +294,12 @@ def fit_mil(cfg, model, features, split_bags, labels, class_names, tracker, chec
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip)
             optimizer.step()
             losses.append(loss.item())
-        scheduler.step()
         logits, _ = predict_mil(model, features, split_bags["val"])
         metrics = level_metrics("val", logits, split_bags["val"], labels, len(class_names))
         val_targets = torch.tensor([labels[b.sequence.key] for b in split_bags["val"]])
         metrics["val/loss"] = F.cross_entropy(logits, val_targets).item()
         metrics.update({"train/loss": float(np.mean(losses)), "train/lr": optimizer.param_groups[0]["lr"]})
+        step_scheduler(scheduler, metrics)
         tracker.log_metrics(metrics, step=epoch)
         value = metrics[cfg.task.optimized_metric]
         log.info("epoch %d  train/loss %.4f  %s %.4f", epoch, metrics["train/loss"], cfg.task.optimized_metric, value)

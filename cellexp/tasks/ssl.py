@@ -23,8 +23,8 @@ from torch.utils.data import Subset
 from cellexp.data.datamodule import eval_loader, load_crop_data, load_patch_data, train_loader
 from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
-from cellexp.data.transforms import BatchTransform
-from cellexp.engine.accelerator import make_accelerator
+from cellexp.data.transforms import input_transform
+from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer
 from cellexp.engine.loop import Selection
@@ -63,8 +63,7 @@ def run(cfg: DictConfig) -> float:
     )
     # DINO's recipe: batch statistics over all GPUs. PyTorch syncs batch norm on CUDA only; CPU ranks (gloo)
     # keep their own.
-    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm(model, accelerator, cfg.trainer, default=True)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optim.optimizer)(params=_param_groups(model.student))
@@ -84,7 +83,7 @@ def run(cfg: DictConfig) -> float:
             optimizer,
             schedules=_schedules(cfg),
             multicrop=multicrop,
-            eval_transform=BatchTransform(cfg.dataset.image_size),
+            eval_transform=input_transform(cfg.dataset),
             bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
             selection=Selection(ssl.optimized_metric, ssl.direction),
             checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
@@ -150,11 +149,15 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
         ViewKind(crops.global_count - 1, crops.global_size, tuple(crops.global_scale), blur.other_global),
         ViewKind(crops.local_count, local_size, tuple(crops.local_scale), blur.local),
     ]
+    normalize = cfg.dataset.get("normalize") or {}
     multicrop = MultiCrop(
         [kind for kind in kinds if kind.count],
         brightness=augment.brightness,
         contrast=augment.contrast,
         blur_sigma=tuple(augment.blur_sigma),
+        mean=float(normalize.get("mean", 0.5)),
+        std=float(normalize.get("std", 0.25)),
+        in_chans=int(cfg.dataset.in_chans),
     )
     _check_sizes(backbone, cfg, sorted(set(multicrop.sizes)))
     return multicrop

@@ -41,7 +41,7 @@ from cellexp.data.datamodule import CropData, eval_loader, load_crop_data
 from cellexp.data.images import UNKNOWN, read_crop_images
 from cellexp.data.sampling import stratified_subset
 from cellexp.data.store import ShardedArray
-from cellexp.data.transforms import BatchTransform
+from cellexp.data.transforms import BatchTransform, input_transform
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
 from cellexp.models.classifier import CellClassifier
@@ -241,7 +241,7 @@ def _explained(cfg: DictConfig, key: str, spec: str, data: CropData, cells: Cell
         backbone_name=backbone.get("model_name", backbone.family),
         head_name=head.get("graph") or head._target_.rsplit(".", 1)[-1].removesuffix("Head").lower(),
         model=model,
-        transform=BatchTransform(image_size),
+        transform=input_transform(source.config.dataset),
         image_size=image_size,
         origin=f"{key}={spec}",
         device=device,
