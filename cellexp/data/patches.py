@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 from skimage.feature import canny
 from skimage.filters import threshold_otsu
 from skimage.transform import downscale_local_mean
-from tqdm import tqdm
 
+from cellexp.data.build_once import build_once
 from cellexp.data.store import SplitStore, finish_split, shard_done, write_shard
 from cellexp.data.timelapse import Frame
 from cellexp.errors import DataError
+from cellexp.progress import progress
 
 
 @dataclass(frozen=True)
@@ -163,30 +160,22 @@ def store_key(root: Path, frames: list[Frame], settings: PatchSettings) -> str:
 
 
 def prepare_patch_store(root: Path, frames: list[Frame], settings: PatchSettings, cache_dir: Path) -> SplitStore:
-    """The patch store of these frames, built once; frames that fail (unreadable, no foreground) are in its summary."""
+    """The patch store of these frames, built once (resuming from finished shards); frames that fail (unreadable,
+    no foreground) are in its summary."""
     target = Path(cache_dir) / store_key(root, frames, settings)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):
-            if not target.exists():
-                _build(Path(root), frames, settings, target)
-    return SplitStore(target)
+    return SplitStore(build_once(target, lambda staging: _build(Path(root), frames, settings, staging), resumable=True))
 
 
-def _build(root: Path, frames: list[Frame], settings: PatchSettings, target: Path) -> None:
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+def _build(root: Path, frames: list[Frame], settings: PatchSettings, out: Path) -> None:
     shards = [frames[i : i + settings.shard_images] for i in range(0, len(frames), settings.shard_images)]
     lines = sorted({f.line for f in frames})
-    with tqdm(total=len(frames), desc="patch selection", unit="image", disable=None) as bar:
+    with progress(total=len(frames), desc="patch selection", unit="image") as bar:
         for number, chunk in enumerate(shards):
-            if not shard_done(tmp, number):
-                _build_shard(root, chunk, settings, tmp, number, lines)
+            if not shard_done(out, number):
+                _build_shard(root, chunk, settings, out, number, lines)
             bar.update(len(chunk))
     summary = {"settings": {**asdict(settings), "crop_size": settings.size}, "class_names": lines}
-    finish_split(tmp, len(shards), summary)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    finish_split(out, len(shards), summary)
 
 
 def _build_shard(root: Path, frames: list[Frame], settings: PatchSettings, folder: Path, number: int, lines) -> None:

@@ -2,10 +2,10 @@
 
 Each split is prepared into its own folder, named by a hash of that split's inputs and the
 settings. The work is cut into shards of a few images; worker processes write each finished shard
-into `<folder>.partial/`, so a killed preparation continues where it stopped, and memory holds one
-shard per worker, whatever the dataset's size. When every shard is there, the split is finished
-(manifest, summary, `.complete`) and renamed into place under a file lock: concurrent ranks or
-jobs wait for it and reuse it. A split whose files cannot be read at all (malformed json) is
+into the folder's staging sibling (`cellexp.data.build_once`), so a killed preparation continues where it
+stopped, and memory holds one shard per worker, whatever the dataset's size. When every shard is there, the
+split is finished (manifest, summary, `.complete`) and renamed into place under a file lock: concurrent
+ranks or jobs wait for it and reuse it. A split whose files cannot be read at all (malformed json) is
 reported by name after the other splits are prepared; they are kept.
 """
 
@@ -17,22 +17,21 @@ import logging
 import multiprocessing
 import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image
-from tqdm.auto import tqdm
 
+from cellexp.data.build_once import build_once
 from cellexp.data.coco import load_coco
 from cellexp.data.crops import cell_box, cell_mask, outline_problem, square_cell, square_masked_crop
 from cellexp.data.livecell import CELL_LINES, parse_image_name
 from cellexp.data.store import CropStore, SplitStore, finish_split, shard_done, write_shard
 from cellexp.errors import DataError
+from cellexp.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -131,37 +130,30 @@ def prepare_split(
     split: str, source: Source, settings: CropSettings, cache_dir: Path, workers: int | None
 ) -> SplitStore:
     target = cache_dir / f"{split}-{split_key(split, source, settings)}"
-    with FileLock(str(target) + ".lock"):
-        if not (target / ".complete").exists():
-            _build_split(split, source, settings, target, workers)
+    build_once(target, lambda staging: _build_split(split, source, settings, staging, workers), resumable=True)
     return SplitStore(target)
 
 
-def _build_split(split: str, source: Source, settings: CropSettings, target: Path, workers: int | None) -> None:
-    partial = target.with_name(f"{target.name}.partial")
+def _build_split(split: str, source: Source, settings: CropSettings, out: Path, workers: int | None) -> None:
     items, orphans = source.items()
     shards = [items[i : i + settings.shard_images] for i in range(0, len(items), settings.shard_images)]
-    todo = [shard for shard in range(len(shards)) if not shard_done(partial, shard)]
+    todo = [shard for shard in range(len(shards)) if not shard_done(out, shard)]
     if len(todo) < len(shards):
         log.info("%s: resuming, %d of %d shards already prepared", split, len(shards) - len(todo), len(shards))
-    jobs = [(partial, shard, shards[shard], settings, split) for shard in todo]
-    progress = tqdm(total=sum(len(shards[s]) for s in todo), desc=f"preparing {split} crops", unit="img")
+    jobs = [(out, shard, shards[shard], settings, split) for shard in todo]
+    bar = progress(total=sum(len(shards[s]) for s in todo), desc=f"preparing {split} crops", unit="img")
     crops = 0
     for images, made in _run(jobs, workers):
         crops += made
-        progress.update(images)
-        progress.set_postfix(crops=crops)
-    progress.close()
-    summary = finish_split(
-        partial, len(shards), {"split": split, "settings": asdict(settings), "invalid_cells": orphans}
-    )
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+        bar.update(images)
+        bar.set_postfix(crops=crops)
+    bar.close()
+    summary = finish_split(out, len(shards), {"split": split, "settings": asdict(settings), "invalid_cells": orphans})
     log.info(
-        "%s crops ready: %s (%d crops, %d images failed, %d cells dropped)",
+        "%s crops ready: %d crops from %d images, %d images failed, %d cells dropped",
         split,
-        target,
         summary["crops"],
+        len(items),
         len(summary["failed_images"]),
         sum(summary["dropped"].values()),
     )

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cellexp.data.build_once import COMPLETE_MARKER
 from cellexp.errors import DataError
 
-COMPLETE_MARKER = ".complete"
 MANIFEST_FIELDS = (
     "index",
     "label",
@@ -76,7 +76,8 @@ def shard_done(folder: Path, shard: int) -> bool:
 
 
 def finish_split(folder: Path, num_shards: int, summary: dict) -> dict:
-    """Join the shards' rows, labels and counts into the split's manifest and summary, then mark it complete."""
+    """Join the shards' rows, labels and counts into the split's manifest and summary (`build_once` then marks the
+    folder complete)."""
     listed = {"failed_images": [], "invalid_cells": list(summary.get("invalid_cells", []))}
     sizes, labels, per_class = [], [], Counter()
     dropped = Counter(cell["reason"] for cell in listed["invalid_cells"])
@@ -102,7 +103,6 @@ def finish_split(folder: Path, num_shards: int, summary: dict) -> dict:
     summary = {**summary, "crops": sum(sizes), "per_class": dict(sorted(per_class.items())), "dropped": dict(dropped)}
     summary.update(listed)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    (folder / COMPLETE_MARKER).touch()
     return summary
 
 

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm import tqdm
 
+from cellexp.data.build_once import COMPLETE_MARKER, build_once, is_complete
 from cellexp.data.livecell import (
     ANNOTATION_DIR,
     CELL_LINES,
@@ -34,9 +31,8 @@ from cellexp.data.livecell import (
 )
 from cellexp.errors import ConfigError, DataError
 
-__all__ = ["LineStyle", "LINE_STYLES", "DEFAULT_IMAGES_PER_LINE", "COMPLETE_MARKER", "generate_synthetic_livecell"]
+__all__ = ["LineStyle", "LINE_STYLES", "DEFAULT_IMAGES_PER_LINE", "generate_synthetic_livecell"]
 
-COMPLETE_MARKER = ".complete"
 DEFAULT_IMAGES_PER_LINE: Mapping[str, int] = MappingProxyType({"train": 4, "val": 1, "test": 1})
 
 # LIVECell's frame; cell counts in the style table are per frame of this size.
@@ -253,29 +249,16 @@ def generate_synthetic_livecell(
 ) -> Path:
     """Write a LIVECell-format dataset into `root` once and return `root`.
 
-    Generation happens in a temporary sibling that is renamed into place after its marker file is
-    written, under a file lock: concurrent callers generate once, an interrupted run leaves no
+    Built once (`cellexp.data.build_once`): concurrent callers generate once, an interrupted run leaves no
     half-written `root`, and a later call with `root/.complete` present returns immediately.
     """
     root = Path(root)
     settings = _settings(seed, images_per_line, height, width, density)
-    if (root / COMPLETE_MARKER).exists():
+    if is_complete(root):
         return _checked_settings(root, settings)
     _check_arguments(seed, images_per_line, height, width, density)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        if (root / COMPLETE_MARKER).exists():
-            return _checked_settings(root, settings)
-        _check_target_free(root)
-        staging = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            _write_dataset(staging, settings)
-            if root.exists():
-                root.rmdir()  # an empty folder, checked above
-            os.replace(staging, root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
+    build_once(root, lambda staging: _write_dataset(staging, settings), before=lambda: _check_target_free(root))
+    return _checked_settings(root, settings)
 
 
 def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> None:
@@ -337,8 +320,8 @@ def _check_target_free(root: Path) -> None:
 # ---------------------------------------------------------------- dataset assembly
 
 
-def _write_dataset(out: Path, settings: dict) -> None:
-    """Images and the three json files, then the completion marker (the settings) last."""
+def _write_dataset(out: Path, settings: dict) -> str:
+    """Images and the three json files; returns the completion marker's text (the settings)."""
     seed, images_per_line, height, width, density = (
         settings[key] for key in ("seed", "images_per_line", "height", "width", "density")
     )
@@ -369,7 +352,7 @@ def _write_dataset(out: Path, settings: dict) -> None:
     for split in SPLITS:
         text = json.dumps(coco[split], separators=(",", ":"))
         (out / ANNOTATION_DIR / annotation_file_name(split)).write_text(text)
-    (out / COMPLETE_MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
+    return json.dumps(settings, sort_keys=True) + "\n"  # the completion marker records the settings
 
 
 def _empty_coco(seed: int) -> dict:

@@ -8,21 +8,17 @@ round cell shared by all lines), so the line is told by some cells of a frame, n
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
+from cellexp.data.build_once import build_once
 from cellexp.errors import ConfigError
+from cellexp.progress import progress
 
-COMPLETE_MARKER = ".complete"
 LINE_NAMES = ("A549", "HeLa", "MCF7", "U2OS", "HEK293", "PC3", "Jurkat", "NIH3T3")
 # D1 beside D11 and B1: names a substring match would confuse
 WELLS = ("D1", "D11", "B1", "B11", "C1", "C11", "E1", "E11")
@@ -150,41 +146,63 @@ def generate_timelapse(
 ) -> Path:
     """Write `<root>/<line>/batch_<k>/VID<exp>_<well>_<flask>_<DD>d<HH>h<MM>m.<ext>` once; later calls reuse it.
 
-    Built in a temporary folder and renamed into place under a lock, so concurrent runs do not see half of it.
+    Built once (`cellexp.data.build_once`), so concurrent runs do not see half of it.
     """
     if not 2 <= lines <= len(LINE_NAMES):
         raise ConfigError(f"dataset.generate.lines={lines}: between 2 and {len(LINE_NAMES)}")
     if batches < 2 or not 1 <= wells <= len(WELLS) or timepoints < 1:
         raise ConfigError(f"dataset.generate needs batches >= 2, 1 <= wells <= {len(WELLS)} and timepoints >= 1")
-    root = Path(root)
-    if (root / COMPLETE_MARKER).exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root) + ".lock"):
-        if (root / COMPLETE_MARKER).exists():
-            return root
-        tmp = root.parent / f".{root.name}.{uuid.uuid4().hex[:8]}.tmp"
-        rng = np.random.default_rng(seed)
-        jobs = [(line, batch) for line in range(lines) for batch in range(batches)]
-        for line, batch in tqdm(jobs, desc="synthetic time-lapse", unit="batch", disable=None):
-            look = draw_batch_look(rng)
-            folder = tmp / LINE_NAMES[line] / f"batch_{batch + 1}"
-            folder.mkdir(parents=True, exist_ok=True)
-            experiment = 1700 + 10 * line + batch  # ids like VID1709, next to wells like D1 / D11
-            for well in WELLS[:wells]:
-                for t in range(timepoints):
-                    hours = t * interval_hours + rng.uniform(0, 0.2)
-                    count = int(cells * look.density * (1 + 0.03 * hours))
-                    frame = render_frame(
-                        rng, height, width, MORPHOLOGIES[line], look, count, key_share, scale, colonies
-                    )
-                    name = f"VID{experiment}_{well}_{batch + 1}_{_stamp_time(hours)}.{ext}"
-                    Image.fromarray(frame).save(folder / name, quality=95)
-        (tmp / COMPLETE_MARKER).touch()
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    return root
+    return build_once(
+        Path(root),
+        lambda staging: _write_timelapse(
+            staging,
+            lines,
+            batches,
+            wells,
+            timepoints,
+            interval_hours,
+            height,
+            width,
+            cells,
+            key_share,
+            scale,
+            colonies,
+            seed,
+            ext,
+        ),
+    )
+
+
+def _write_timelapse(
+    out: Path,
+    lines,
+    batches,
+    wells,
+    timepoints,
+    interval_hours,
+    height,
+    width,
+    cells,
+    key_share,
+    scale,
+    colonies,
+    seed,
+    ext,
+) -> None:
+    rng = np.random.default_rng(seed)
+    jobs = [(line, batch) for line in range(lines) for batch in range(batches)]
+    for line, batch in progress(jobs, desc="synthetic time-lapse", unit="batch"):
+        look = draw_batch_look(rng)
+        folder = out / LINE_NAMES[line] / f"batch_{batch + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        experiment = 1700 + 10 * line + batch  # ids like VID1709, next to wells like D1 / D11
+        for well in WELLS[:wells]:
+            for t in range(timepoints):
+                hours = t * interval_hours + rng.uniform(0, 0.2)
+                count = int(cells * look.density * (1 + 0.03 * hours))
+                frame = render_frame(rng, height, width, MORPHOLOGIES[line], look, count, key_share, scale, colonies)
+                name = f"VID{experiment}_{well}_{batch + 1}_{_stamp_time(hours)}.{ext}"
+                Image.fromarray(frame).save(folder / name, quality=95)
 
 
 def _stamp_time(hours: float) -> str:

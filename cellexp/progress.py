@@ -1,0 +1,80 @@
+"""Progress of long work: a bar on a terminal; in a log (a SLURM .out, CI), a plain line now and then.
+
+tqdm's bars redraw themselves with carriage returns, which a log file keeps as thousands of partial lines.
+Off a terminal, `progress` writes nothing but one line per LOG_EVERY_S seconds of a long loop; the code
+around it logs its own summary (an epoch's line, a split's "crops ready").
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("cellexp.progress")
+
+LOG_EVERY_S = 60.0
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class _LogLines:
+    """tqdm's interface (iterate, update, set_postfix, close), writing a log line at most every LOG_EVERY_S."""
+
+    def __init__(self, iterable, total: int | None, desc: str, unit: str, initial: int = 0, quiet: bool = False):
+        self.iterable, self.desc, self.unit, self.quiet = iterable, desc, unit, quiet
+        self.total = total if total is not None else _length(iterable)
+        self.n, self.postfix = initial, ""
+        self.started = self.last = time.monotonic()
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if not self.quiet and now - self.last >= LOG_EVERY_S:
+            self.last = now
+            of = f"/{self.total}" if self.total else ""
+            rate = self.n / max(now - self.started, 1e-9)
+            log.info("%s: %d%s %s (%.1f %s/s)%s", self.desc, self.n, of, self.unit, rate, self.unit, self.postfix)
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = "  " + "  ".join(f"{k} {v}" for k, v in values.items())
+
+    def close(self) -> None: ...
+
+
+def _length(iterable) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+def progress(
+    iterable: Iterable | None = None,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    leave: bool = False,
+    enabled: bool = True,
+):
+    """A tqdm bar on a terminal, else occasional log lines; `enabled=False` (other ranks) shows nothing."""
+    if enabled and on_terminal():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave)
+    return _LogLines(iterable, total, desc, unit, initial, quiet=not enabled)
