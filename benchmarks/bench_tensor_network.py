@@ -32,7 +32,8 @@ import torch
 
 from cellexp.graphs import read_graph_file
 from cellexp.models.elegans_published import PerNodePublished, PublishedTensorNetwork
-from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead, compute_path
+from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead
+from cellexp.models.units import compute_path
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
 CONNECTOME_NODES, CONNECTOME_EDGES = 279, 3225

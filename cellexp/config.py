@@ -22,7 +22,8 @@ def run_id() -> str:
 
     SLURM keeps SLURM_JOB_ID across a requeue; a rendezvous id names a multi-node torchrun job.
     Local ranks of a standalone launch (accelerate launch, torchrun) share their launcher process,
-    whose start time they all read; a single process takes its own start time.
+    whose start time and pid they all read; a single process takes its own start time (and `run_dir`
+    makes its folder unique).
     """
     if os.environ.get("SLURM_JOB_ID"):
         array = os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -30,9 +31,33 @@ def run_id() -> str:
     elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if elastic != "none":
         return f"elastic-{elastic}"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return _timestamp(_launcher_start_time())
+    if _several_ranks():
+        return f"{_timestamp(_launcher_start_time())}-p{os.getppid()}"
     return _timestamp(_STARTED)
+
+
+def run_dir(parent: str) -> str:
+    """This run's folder under `parent`, never another run's: a single process reserves a new folder atomically
+    (`<time>`, else `<time>-2`, ...), so two runs started in the same second get two folders. Ranks of one
+    launch, and a requeued SLURM job, share theirs by name (`run_id`). Reserved once per process."""
+    name = run_id()
+    if name.startswith(("slurm-", "elastic-")) or _several_ranks():
+        return str(Path(parent) / name)
+    if parent not in _RESERVED:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 10_000):
+            candidate = Path(parent) / (name if attempt == 1 else f"{name}-{attempt}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            _RESERVED[parent] = str(candidate)
+            break
+    return _RESERVED[parent]
+
+
+def _several_ranks() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _launcher_start_time() -> float:
@@ -71,11 +96,17 @@ def is_main_rank() -> bool:
 
 
 _STARTED = time.time()
+_RESERVED: dict[str, str] = {}
+# What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweep).
 SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
+PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
+# the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
+SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 
 for _name, _fn in {
     "cellexp.project_root": project_root,
     "cellexp.run_id": run_id,
+    "cellexp.run_dir": run_dir,
     "cellexp.sweep_id": sweep_id,
     # Hydra writes .hydra/ on every rank; only the main rank should.
     "cellexp.main_rank_only": lambda value: value if is_main_rank() else None,

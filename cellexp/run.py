@@ -9,7 +9,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import is_main_rank
+from cellexp.engine.preemption import stop_on_signals
 from cellexp.errors import ConfigError
+from cellexp.schema import validate
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +19,21 @@ TASKS = ("classify", "xai", "ssl", "mil")
 
 
 def run(cfg: DictConfig) -> float:
-    """Persist the resolved config beside the run, then run `cellexp.tasks.<cfg.task.name>`."""
+    """Check the config, persist it resolved beside the run, then run `cellexp.tasks.<cfg.task.name>`; a preemption
+    signal at any point ends the run as `Preempted` (MLflow: KILLED), never as a silent exit."""
     name = cfg.task.name
     if name not in TASKS:
         raise ConfigError(f"task.name={name!r} is not implemented; available: {', '.join(TASKS)}")
+    validate(cfg)  # before any heavy import or any work
     run_dir = Path(cfg.paths.output_dir)
     if is_main_rank():
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     else:
         _quiet_other_ranks()
-    task = importlib.import_module(f"cellexp.tasks.{name}")
-    return task.run(cfg)
+    with stop_on_signals():
+        task = importlib.import_module(f"cellexp.tasks.{name}")
+        return task.run(cfg)
 
 
 def _quiet_other_ranks() -> None:

@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cellexp.config import SWEEP_ID_ENV, is_main_rank, run_id
+from cellexp import tracking
+from cellexp.config import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEEP_KEYS_ENV, is_main_rank, run_id
 
 log = logging.getLogger(__name__)
-
-PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
-# the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
-SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 # widths Optuna tries for heads that have one (hparams_search=optuna)
 HEAD_DIMS = (32, 64, 128, 256)
 # files the sweepers leave in the sweep folder, attached to the parent run when the sweep ends
@@ -42,25 +39,7 @@ class SweepCallback(Callback):
         self._export(SWEEP_KEYS_ENV, ",".join(keys))
         if config.logger.name == "none":
             return
-        from mlflow.tracking import MlflowClient
-
-        from cellexp.tracking import configure_mlflow
-
-        experiment_id = configure_mlflow(config.logger)
-        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(none)"
-        sweeper = str(config.hydra.sweeper.get("_target_", "?")).rsplit(".", 1)[-1]
-        run = MlflowClient().create_run(
-            experiment_id,
-            run_name=f"sweep {os.environ[SWEEP_ID_ENV]}",
-            tags={
-                "sweep.dir": str(config.hydra.sweep.dir),
-                "sweep.sweeper": sweeper,
-                "sweep.keys": ",".join(keys),
-                "sweep.overrides": overrides,
-                "mlflow.note.content": f"{sweeper} over {', '.join(keys) or 'nothing'}: {overrides}",
-            },
-        )
-        self._parent = run.info.run_id
+        self._parent = tracking.open_parent_run(config, os.environ[SWEEP_ID_ENV], keys)
         self._export(PARENT_RUN_ENV, self._parent)
         # A sweep that raises never reaches on_multirun_end; the parent must not stay RUNNING.
         atexit.register(self._close, "FAILED")
@@ -68,19 +47,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._parent is not None:
-            from mlflow.tracking import MlflowClient
-
-            client, sweep_dir = MlflowClient(), Path(str(config.hydra.sweep.dir))
-            for name in SWEEP_RECORDS:
-                if (sweep_dir / name).is_file():
-                    client.log_artifact(self._parent, str(sweep_dir / name), "sweep")
-            results = sweep_dir / "optimization_results.yaml"
-            if results.is_file():
-                best = OmegaConf.load(results)
-                if "best_value" in best:
-                    client.log_metric(self._parent, "sweep/best_value", float(best.best_value))
-                    for key, value in best.best_params.items():
-                        client.set_tag(self._parent, f"sweep.best.{key}", str(value))
+            tracking.record_sweep_results(self._parent, Path(str(config.hydra.sweep.dir)), SWEEP_RECORDS)
         self._close("FINISHED")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
@@ -89,18 +56,14 @@ class SweepCallback(Callback):
 
         if job_return.status is not JobStatus.FAILED or not os.environ.get(PARENT_RUN_ENV) or not is_main_rank():
             return
-        from cellexp.tracking import record_failed_job
-
         try:
             _ = job_return.return_value  # a failed job's return value re-raises its exception
         except Exception as error:
-            record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
+            tracking.record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
 
     def _close(self, status: str) -> None:
         if self._parent is not None:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient().set_terminated(self._parent, status=status)
+            tracking.close_parent_run(self._parent, status)
             self._parent = None
         for name in self._exported:
             os.environ.pop(name, None)

@@ -59,3 +59,21 @@ def test_image_size_that_does_not_fit_the_patch_size_is_named(tmp_path):
     assert result.returncode == 1
     assert "image_size=48 is not divisible by the patch size 32" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_log_file_has_no_progress_bar_frames(tmp_path):
+    """Off a terminal, progress is a line now and then, never carriage-return frames (a SLURM .out stays readable)."""
+    result = train(
+        "debug=default",
+        "backbone=test_resnet",
+        "head=linear",
+        "dataset.image_size=32",
+        "dataset.limit=64",
+        "dataset.generate.images_per_line={train:2,val:1,test:1}",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "epoch 1/1" in log and "test:" in log
+    for text in (log, result.stdout, result.stderr):
+        assert "\r" not in text

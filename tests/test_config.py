@@ -6,7 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cellexp.tasks.trained import build_model
+import cellexp
+from cellexp.errors import ConfigError
+from cellexp.loading import build_model
 from tests.conftest import CONF
 from tests.test_graphs import REFERENCE, needs_reference
 
@@ -144,3 +146,24 @@ def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, 
     with torch.device("meta"):
         model = build_model(cfg, num_classes=8)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == published_millions
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task=ssl", "trainer.early_stopping={monitor:val/knn_accuracy,direction:maximize,patience:3}"],
+            "trainer.early_stopping=.* does not apply here: DINO's schedules span the whole run",
+        ),
+        (
+            ["task=ssl", "optim/scheduler=cosine"],
+            r"task=ssl follows DINO's per-step schedules \(optim/scheduler=dino\)",
+        ),
+        (["task=ssl", "head=linear"], "task=ssl trains DINO's projection head: head=dino"),
+        (["task=xai", "trainer.max_epochs=5"], "trainer.max_epochs=5 does not apply: task=xai trains nothing"),
+        (["head=dino"], "task=classify trains a classification head, not head=dino"),
+    ],
+)
+def test_a_setting_a_task_cannot_honour_is_refused_by_name(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        cellexp.run(make_cfg([*overrides, "logger=none"]))

@@ -14,14 +14,8 @@ from safetensors.torch import save_file
 from cellexp.errors import CheckpointError, ConfigError
 from cellexp.graphs import build_graph, read_graph_file
 from cellexp.models import elegans_export
-from cellexp.models.elegans_published import (
-    EMBEDDING,
-    Op,
-    PerNodePublished,
-    PublishedTensorNetwork,
-    published_ops,
-    schedule,
-)
+from cellexp.models.elegans_pass import EMBEDDING, Op, published_ops, schedule
+from cellexp.models.elegans_published import PerNodePublished, PublishedTensorNetwork
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 GRAPH = SHARED / "celegans_elegansai.graphml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -9,13 +11,13 @@ from omegaconf import OmegaConf
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager, load_model_state, load_training_state
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
-from cellexp.engine.loop import EarlyStopping, Selection
 from cellexp.engine.metrics import classification_metrics, confusion_matrix
+from cellexp.engine.trainer import EarlyStopping, Selection
 from cellexp.errors import ConfigError
 
 
 def test_early_stopping_counts_epochs_without_improvement():
-    rule = EarlyStopping(monitor="val/loss", mode="min", patience=2)
+    rule = EarlyStopping(monitor="val/loss", direction="minimize", patience=2)
     best, bad = None, 0
     stops = []
     for loss in (1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.8):
@@ -23,8 +25,8 @@ def test_early_stopping_counts_epochs_without_improvement():
         stops.append(bad >= rule.patience)
     assert best == 0.7
     assert stops == [False, False, False, True, False, False, True]
-    with pytest.raises(ConfigError, match="mode='lowest'"):
-        EarlyStopping(mode="lowest")
+    with pytest.raises(ConfigError, match="direction='lowest'"):
+        EarlyStopping(direction="lowest")
 
 
 def test_selection_direction():
@@ -82,3 +84,19 @@ def test_bf16_weight_gradients_of_a_strided_conv_on_a_1px_map_match_float32():
         conv.weight.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert conv(torch.randn(2, 48, 4, 4)).dtype == torch.bfloat16  # maps at least the stride stay in bf16
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatch, caplog):
+    from tqdm.auto import tqdm
+
+    from cellexp import progress
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
+    bar = progress.progress(range(3), desc="work")
+    assert isinstance(bar, tqdm)
+    bar.close()
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="cellexp.progress"):
+        assert list(progress.progress(range(3), desc="work", unit="img")) == [0, 1, 2]
+    assert caplog.messages[-1].startswith("work: 3/3 img")

@@ -23,8 +23,8 @@ from cellexp.data.timelapse_synthetic import generate_timelapse
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError
+from cellexp.mil.embeddings import embed_store, patch_embeddings
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
-from cellexp.tasks.mil import embed_store, patch_embeddings
 from tests.conftest import tracked_run
 
 SMALL = {"height": 96, "width": 128, "cells": 18, "scale": 1.5, "timepoints": 4, "wells": 3}
@@ -252,7 +252,7 @@ def test_mil_task_runs_end_to_end(make_cfg, data_dir):
     assert "test/baseline/batch/top1" in run.data.metrics
     assert run.data.tags["head"] == "gated_attention" and run.info.run_name == "test_resnet gated_attention"
     width = load_file(run_dir / "checkpoints" / "best" / MODEL_FILE)["classifier.weight"].shape[1]
-    aggregator = GatedAttentionMIL(width, 6, attention_dim=cfg.task.mil.attention_dim)
+    aggregator = GatedAttentionMIL(width, 6, attention_dim=cfg.head.attention_dim)
     assert run.data.metrics["model/total_params"] == sum(p.numel() for p in aggregator.parameters())
 
 
@@ -379,7 +379,7 @@ def test_vit_embeddings_are_the_last_blocks_cls_tokens_side_by_side(make_cfg, da
     cfg, store = _patch_store(make_cfg, data_dir, ["backbone=test_vit"])
     torch.manual_seed(0)
     vit = instantiate(cfg.backbone)(in_chans=1, image_size=32).eval()
-    features = patch_embeddings(vit, store, 32, last_blocks=3, batch_size=256, device="cpu")
+    features = patch_embeddings(vit, store, BatchTransform(32), last_blocks=3, batch_size=256, device="cpu")
     assert features.shape == (len(store.images), 3 * vit.embed_dim)
     x = BatchTransform(32)(torch.from_numpy(store.images[:4]).unsqueeze(1))
     with torch.no_grad():
@@ -393,9 +393,56 @@ def test_embeddings_are_cached_by_backbone_and_settings(make_cfg, data_dir, capl
     cfg, store = _patch_store(make_cfg, data_dir, cache)
     first, source = embed_store(cfg, store, torch.device("cpu"))
     assert source == "test_resnet (random, seed 0)" and first.shape[0] == len(store.images)
-    with caplog.at_level(logging.INFO, logger="cellexp.tasks.mil"):
+    with caplog.at_level(logging.INFO, logger="cellexp.mil.embeddings"):
         again, _ = embed_store(cfg, store, torch.device("cpu"))
     assert "from cache" in caplog.text and np.array_equal(first, again)
     other_seed, _ = _patch_store(make_cfg, data_dir, [*cache, "seed=1"])
     assert not np.allclose(embed_store(other_seed, store, torch.device("cpu"))[0], first)
     assert len(list((data_dir / "embedding_cache" / "embeddings").glob("*.npy"))) == 2
+
+
+def _test_metrics(cfg) -> dict:
+    return {k: v for k, v in tracked_run(cfg).data.metrics.items() if k.startswith("test/")}
+
+
+@pytest.mark.slow
+def test_a_killed_mil_run_resumes_to_the_same_metrics(make_cfg, data_dir, monkeypatch):
+    from tests.conftest import crash_after_saving
+
+    common = [*TINY_MIL, f"dataset.root={data_dir / 'timelapse'}", "task.baseline=false"]
+    reference = make_cfg(common, run_name="mil_reference", tiny=False)
+    cellexp.run(reference)
+    with crash_after_saving(monkeypatch, "epoch_0002"):
+        cellexp.run(make_cfg(common, run_name="mil_killed", tiny=False))
+    resumed = make_cfg([*common, "trainer.resume=auto"], run_name="mil_killed", tiny=False)
+    cellexp.run(resumed)
+    assert _test_metrics(resumed) == _test_metrics(reference)
+
+
+@pytest.mark.slow
+def test_mil_trains_in_bf16(make_cfg, data_dir, monkeypatch):
+    dtypes = []
+    forward = GatedAttentionMIL.forward
+
+    def recording(self, x, mask=None):
+        logits, attention = forward(self, x, mask)
+        dtypes.append(logits.dtype)
+        return logits, attention
+
+    monkeypatch.setattr(GatedAttentionMIL, "forward", recording)
+    cfg = make_cfg([*TINY_MIL, f"dataset.root={data_dir / 'timelapse'}", "trainer.precision=bf16"], tiny=False)
+    assert 0 <= cellexp.run(cfg) <= 1
+    assert torch.bfloat16 in dtypes
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.channels_last=true", "trainer.channels_last=True does not apply here: task=mil trains on"),
+        ("trainer.num_workers=2", "trainer.num_workers=2 does not apply here: task=mil draws bags"),
+        ("head=linear", "task=mil trains a gated-attention aggregator: head=gated_attention"),
+    ],
+)
+def test_settings_mil_cannot_honour_are_refused_by_name(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        cellexp.run(make_cfg([*TINY_MIL, "logger=none", override], tiny=False))

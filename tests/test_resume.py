@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 import cellexp
 from cellexp.engine.checkpoint import load_training_state
-from cellexp.engine.loop import Trainer
+from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.preemption import Preempted
 from cellexp.errors import NonFiniteLossError
 from cellexp.models.classifier import CellClassifier
@@ -47,7 +47,7 @@ def test_crashed_run_resumes_from_last_epoch_to_the_same_result(make_cfg, monkey
 
 def test_sigterm_saves_mid_epoch_and_resume_auto_finishes_identically(make_cfg, monkeypatch):
     expected = reference_metrics(make_cfg)
-    step = Trainer._train_step
+    step = ClassifierTrainer.train_step
 
     def step_then_signal(self, *args):
         loss = step(self, *args)
@@ -55,7 +55,7 @@ def test_sigterm_saves_mid_epoch_and_resume_auto_finishes_identically(make_cfg, 
             os.kill(os.getpid(), signal.SIGTERM)
         return loss
 
-    monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+    monkeypatch.setattr(ClassifierTrainer, "train_step", step_then_signal)
     cfg = make_cfg(SHORT, run_name="preempted")
     with pytest.raises(Preempted) as stopped:
         cellexp.run(cfg)
@@ -64,7 +64,7 @@ def test_sigterm_saves_mid_epoch_and_resume_auto_finishes_identically(make_cfg, 
     killed = tracked_run(cfg)
     assert killed.info.status == "KILLED"
 
-    monkeypatch.setattr(Trainer, "_train_step", step)
+    monkeypatch.setattr(ClassifierTrainer, "train_step", step)
     cfg = make_cfg([*SHORT, "trainer.resume=auto"], run_name="preempted")
     cellexp.run(cfg)
     assert MlflowClient().get_run(killed.info.run_id).info.status == "FINISHED"  # the same MLflow run, continued

@@ -21,11 +21,10 @@ from cellexp.data.datamodule import load_patch_data
 from cellexp.data.multicrop import MultiCrop, ViewKind, _random_blur
 from cellexp.engine.checkpoint import MODEL_FILE, load_training_state
 from cellexp.engine.dino import DinoSchedules, cosine_schedule
-from cellexp.engine.metrics import embedding_spread, knn_accuracy
+from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
 from cellexp.errors import CheckpointError, ConfigError
+from cellexp.loading import build_model, init_backbone, pretrained_backbone
 from cellexp.models.dino import Dino, DinoHead, dino_loss
-from cellexp.tasks.pretrained import init_backbone, pretrained_backbone
-from cellexp.tasks.trained import build_model
 from tests.conftest import compose_cfg, crash_after_saving, tracked_run
 
 # A small head (batch norm in it, which breaks the symmetry of a random CNN's outputs sooner) and few cells:
@@ -33,10 +32,10 @@ from tests.conftest import compose_cfg, crash_after_saving, tracked_run
 # because the run is a few dozen steps long.
 DINO = [
     "task=ssl",
-    "task.head.out_dim=4096",
-    "task.head.hidden_dim=256",
-    "task.head.bottleneck_dim=128",
-    "task.head.batch_norm=true",
+    "head.out_dim=4096",
+    "head.hidden_dim=256",
+    "head.bottleneck_dim=128",
+    "head.batch_norm=true",
     "task.crops.local_count=2",
     "task.teacher.momentum=0.99",
 ]
@@ -130,8 +129,8 @@ def test_knn_accuracy_and_spread_on_known_points():
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = torch.tensor([0, 0, 1, 1])
     queries = torch.tensor([[1.0, 0.05], [0.05, 1.0]])
-    assert knn_accuracy(bank, labels, queries, torch.tensor([0, 1]), k=2) == 1.0
-    assert knn_accuracy(bank, labels, queries, torch.tensor([1, 1]), k=2) == 0.5
+    assert weighted_knn_accuracy(bank, labels, queries, torch.tensor([0, 1]), k=2) == 1.0
+    assert weighted_knn_accuracy(bank, labels, queries, torch.tensor([1, 1]), k=2) == 0.5
     assert embedding_spread(torch.ones(10, 4)) == 0.0 and embedding_spread(torch.randn(1000, 4)) > 0.5
 
 

@@ -11,12 +11,9 @@ import torch
 
 from cellexp.errors import ConfigError
 from cellexp.graphs import read_graph_file
-from cellexp.models.tensor_network import (
-    PerNodeTensorNetwork,
-    TensorNetworkHead,
-    compute_path,
-    propagation_plan,
-)
+from cellexp.models.propagation import propagation_plan
+from cellexp.models.tensor_network import PerNodeTensorNetwork, TensorNetworkHead
+from cellexp.models.units import compute_path
 
 REFERENCE_GRAPH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "celegans_elegansai.graphml"
 

@@ -15,24 +15,32 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import cellexp
-from cellexp.checkpoints import resolve_checkpoint
 from cellexp.data.datamodule import load_crop_data
 from cellexp.data.sampling import stratified_subset
 from cellexp.data.transforms import BatchTransform
 from cellexp.errors import CheckpointError, ConfigError, DataError
+from cellexp.loading import build_model, load_trained, resolve_checkpoint
 from cellexp.models.backbones import hybrid_backbone, timm_backbone
 from cellexp.models.classifier import CellClassifier
 from cellexp.models.heads import LinearHead
-from cellexp.tasks.trained import build_model, load_trained
 from cellexp.xai.cams import CAM_METHODS, cam_maps
 from cellexp.xai.embedding import knn_accuracy, silhouette, sphere
 from cellexp.xai.gradcamo import gradcamo, per_class, score_batches, summarize
 from cellexp.xai.lime_maps import lime_maps
 from cellexp.xai.rollout import MODES, relevance, rollout_maps
 from cellexp.xai.targets import default_target_layer, find_layer, reshape_transform, token_grid
-from tests.conftest import CONF, compose_cfg
+from tests.conftest import CONF, TINY, compose_cfg
 
 SIZE = 32  # TINY's dataset.image_size
+# task=xai trains nothing and refuses training keys: TINY's data and model, without its trainer settings
+XAI_TINY = [o for o in TINY if not o.startswith("trainer.")] + ["trainer.cpu=true"]
+
+
+@pytest.fixture
+def xai_cfg(make_cfg):
+    return lambda overrides: make_cfg([*XAI_TINY, *overrides], tiny=False)
+
+
 CELLS = 6  # two batches of BATCH, the second one short
 BATCH = 4
 TRAIN = ["logger=none", "trainer.max_epochs=1", "dataset.limit=256"]
@@ -266,8 +274,8 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return found
 
 
-def test_xai_run_writes_and_logs_scores_figures_comparison_and_umap(make_cfg, runs, tmp_path):
-    cfg = make_cfg(
+def test_xai_run_writes_and_logs_scores_figures_comparison_and_umap(xai_cfg, runs, tmp_path):
+    cfg = xai_cfg(
         [
             "task=xai",
             f"ckpt={runs['cnn']}",
@@ -315,9 +323,9 @@ def test_xai_run_writes_and_logs_scores_figures_comparison_and_umap(make_cfg, ru
         assert len(list(csv.DictReader(f))) == 256  # the whole (limited) test split
 
 
-def test_xai_run_is_tagged_and_named_by_the_explained_model(make_cfg, runs):
+def test_xai_run_is_tagged_and_named_by_the_explained_model(xai_cfg, runs):
     """The ViT run has a linear head: the tags are its, not the xai config's default backbone and head."""
-    cfg = make_cfg(["task=xai", f"ckpt={runs['vit']}", "xai.methods=[gradcam]", "xai.num_cells=4", "xai.umap=false"])
+    cfg = xai_cfg(["task=xai", f"ckpt={runs['vit']}", "xai.methods=[gradcam]", "xai.num_cells=4", "xai.umap=false"])
     cellexp.run(cfg)
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     client = MlflowClient()
@@ -326,17 +334,17 @@ def test_xai_run_is_tagged_and_named_by_the_explained_model(make_cfg, runs):
     assert run.data.tags["explained"] == "test_vit/linear" and run.info.run_name == "test_vit linear xai"
 
 
-def test_own_images_take_their_class_from_the_folder(make_cfg, runs, loaded, tmp_path):
+def test_own_images_take_their_class_from_the_folder(xai_cfg, runs, loaded, tmp_path):
     crops = loaded["cnn"][1]
     for folder, i in (("A172", 0), ("mine", 1)):
         (tmp_path / folder).mkdir()
         Image.fromarray(crops[i, 0].numpy()[:, 4:40]).save(tmp_path / folder / f"{i}.png")
     images = f"xai.images=[{tmp_path / 'A172' / '0.png'},{tmp_path / 'mine' / '1.png'}]"
-    cellexp.run(make_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.umap=false", "logger=none"]))
+    cellexp.run(xai_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.umap=false", "logger=none"]))
     with open(tmp_path / "run" / "xai" / "cells.csv") as f:
         assert [row["true"] for row in csv.DictReader(f)] == ["A172", ""]
     with pytest.raises(ConfigError, match=r"xai.target=true needs the true class.*mine/1.png"):
-        cellexp.run(make_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.target=true", "logger=none"]))
+        cellexp.run(xai_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.target=true", "logger=none"]))
 
 
 def _mismatched_checkpoint(runs, tmp_path) -> str:
@@ -390,6 +398,6 @@ def _mismatched_checkpoint(runs, tmp_path) -> str:
         "no-checkpoint",
     ],
 )
-def test_bad_input_is_named(make_cfg, runs, tmp_path, overrides, error, message):
+def test_bad_input_is_named(xai_cfg, runs, tmp_path, overrides, error, message):
     with pytest.raises(error, match=message):
-        cellexp.run(make_cfg(["task=xai", "logger=none", *overrides(runs, tmp_path)]))
+        cellexp.run(xai_cfg(["task=xai", "logger=none", *overrides(runs, tmp_path)]))

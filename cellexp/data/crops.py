@@ -78,24 +78,71 @@ def square_cell(
     return squared, squared_mask
 
 
-def outline_problem(polygons: list[list[float]], mask: np.ndarray) -> str | None:
-    """Why a cell's outline cannot be trusted, or None.
+# more vertices than any cell outline has: a file that gives more is damaged
+MAX_VERTICES = 4096
+# coordinates may sit on the image's edge, or a pixel beyond it after rounding
+EDGE_SLACK = 1.0
 
-    A polygon that crosses itself (a figure eight) has a signed area far below the pixels it fills;
-    a legitimate outline fills about its area plus half its perimeter.
-    """
+
+def polygon_problem(polygons: list[list], shape: tuple[int, int]) -> str | None:
+    """Why a cell's polygons cannot be rasterised safely, or None: coordinates that are not finite numbers, an
+    outline of absurd length, or one reaching outside the image (any of these once made pycocotools allocate
+    gigabytes or crash its process)."""
+    height, width = shape
+    for poly in polygons:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
+            return "polygon coordinates that are not numbers"
+        xy = np.asarray(poly, dtype=np.float64)
+        if not np.isfinite(xy).all():
+            return "polygon coordinates that are not finite"
+        if len(xy) > 2 * MAX_VERTICES:
+            return f"a polygon of {len(xy) // 2} vertices (at most {MAX_VERTICES})"
+        x, y = xy[0::2], xy[1::2]
+        if (
+            x.min() < -EDGE_SLACK
+            or y.min() < -EDGE_SLACK
+            or x.max() > width + EDGE_SLACK
+            or y.max() > height + EDGE_SLACK
+        ):
+            return f"a polygon reaching outside the {width}x{height} image"
+    return None
+
+
+def outline_problem(polygons: list[list[float]], mask: np.ndarray) -> str | None:
+    """Why a cell's outline cannot be trusted, or None: no pixels, or edges that cross (a figure eight, or two
+    neighbouring vertices swapped)."""
     if not polygons or not mask.any():
         return "empty polygon"
-    area = perimeter = 0.0
-    for poly in polygons:
-        xy = np.asarray(poly, dtype=np.float64)
-        x, y = xy[0::2], xy[1::2]
-        area += abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])) / 2
-        dx, dy = np.append(x[1:], x[0]) - x, np.append(y[1:], y[0]) - y
-        perimeter += float(np.sqrt(dx * dx + dy * dy).sum())
-    if int(mask.sum()) > 2 * (area + perimeter / 2):
+    if any(_edges_cross(np.asarray(poly, dtype=np.float64).reshape(-1, 2)) for poly in polygons):
         return "self-intersecting polygon"
     return None
+
+
+def _edges_cross(xy: np.ndarray, chunk: int = 256) -> bool:
+    """Whether two non-adjacent edges of the closed polygon `xy` (n, 2) cross properly (touching does not count)."""
+    n = len(xy)
+    if n < 4:
+        return False
+    start, end = xy, np.roll(xy, -1, axis=0)
+    direction = end - start
+    index = np.arange(n)
+    for first in range(0, n, chunk):
+        rows = slice(first, first + chunk)
+        a, d = start[rows, None], direction[rows, None]  # edges i (chunk, 1, 2) against all edges j (1, n, 2)
+        side_start = _cross(d, start[None] - a)
+        side_end = _cross(d, end[None] - a)
+        back_start = _cross(direction[None], a - start[None])
+        back_end = _cross(direction[None], a + d - start[None])
+        crossing = (side_start * side_end < 0) & (back_start * back_end < 0)
+        gap = np.abs(index[rows, None] - index[None])
+        crossing &= (gap > 1) & (gap < n - 1)  # edges that share a vertex meet at it
+        if crossing.any():
+            return True
+    return False
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
 def square_masked_crop(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

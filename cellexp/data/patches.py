@@ -49,7 +49,7 @@ class PatchSettings:
 
 
 @dataclass(frozen=True)
-class Selection:
+class ChosenPatches:
     """Top-left corners (k, 2) as (y, x), their confluency (k,), and the full-size foreground mask."""
 
     corners: np.ndarray
@@ -90,7 +90,7 @@ def _small(mask: np.ndarray, area: int) -> np.ndarray:
     return small[labels]
 
 
-def select_patches(image: np.ndarray, settings: PatchSettings) -> Selection:
+def select_patches(image: np.ndarray, settings: PatchSettings) -> ChosenPatches:
     """Up to top_k patch windows of `settings.size` px, most confluent first, none overlapping another by much."""
     f = max(1, settings.downsample)
     small = foreground_mask(image, settings)
@@ -122,7 +122,7 @@ def select_patches(image: np.ndarray, settings: PatchSettings) -> Selection:
     up = np.repeat(np.repeat(small, f, axis=0), f, axis=1)
     mask[: up.shape[0], : up.shape[1]] = up
     full = np.minimum(corners[kept] * f, [height - settings.size, width - settings.size])
-    return Selection(full, conf[kept], mask)
+    return ChosenPatches(full, conf[kept], mask)
 
 
 def _non_overlapping(corners: np.ndarray, side: int, max_overlap: float, top_k: int) -> np.ndarray:

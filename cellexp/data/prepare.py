@@ -19,6 +19,8 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,8 +28,15 @@ import numpy as np
 from PIL import Image
 
 from cellexp.data.build_once import build_once
-from cellexp.data.coco import load_coco
-from cellexp.data.crops import cell_box, cell_mask, outline_problem, square_cell, square_masked_crop
+from cellexp.data.coco import read_coco
+from cellexp.data.crops import (
+    cell_box,
+    cell_mask,
+    outline_problem,
+    polygon_problem,
+    square_cell,
+    square_masked_crop,
+)
 from cellexp.data.livecell import CELL_LINES, parse_image_name
 from cellexp.data.store import CropStore, SplitStore, finish_split, shard_done, write_shard
 from cellexp.errors import DataError
@@ -60,18 +69,13 @@ class SplitSource:
         return {"annotations": _file_identity(self.annotation_file), "images": str(self.image_dir.resolve())}
 
     def items(self) -> tuple[list, list[dict]]:
-        """One item per image, (file name, path, annotations), and the annotations that name no image."""
-        coco = load_coco(self.annotation_file)
+        """One item per image, (file name, path, annotations), and the entries skipped as unusable (named)."""
+        coco, skipped = read_coco(self.annotation_file)
         items = [
             (coco.imgs[i]["file_name"], self.image_dir / coco.imgs[i]["file_name"], coco.imgToAnns.get(i, []))
             for i in sorted(coco.imgs)
         ]
-        orphans = [
-            {"image": f"image id {a['image_id']}", "annotation_id": a["id"], "reason": "no such image in the file"}
-            for a in coco.anns.values()
-            if a["image_id"] not in coco.imgs
-        ]
-        return items, orphans
+        return items, skipped
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,32 @@ def _build_split(split: str, source: Source, settings: CropSettings, out: Path, 
     )
 
 
-def _run(jobs: list, workers: int | None) -> Iterator[tuple[int, int]]:
-    """Shards in worker processes (spawned: no inherited threads or locks), or inline for one worker or shard."""
+def _run(jobs: list, workers: int | None, work=None) -> Iterator[tuple[int, int]]:
+    """Shards in worker processes (spawned: no inherited threads or locks), or inline for one worker or shard.
+
+    A worker that dies (killed, out of memory, a crash in a C library) is an error naming the shards it may have
+    been preparing, never a hang; the shards finished before stay for the next attempt.
+    """
+    work = work or _prepare_shard
     workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
     if workers <= 1:
-        yield from map(_prepare_shard, jobs)
+        yield from map(work, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(_prepare_shard, jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = {pool.submit(work, job): job for job in jobs}
+        try:
+            for future in as_completed(pending):
+                yield future.result()
+        except BrokenProcessPool:
+            unfinished = [job for future, job in pending.items() if not future.done() or future.exception()]
+            named = ", ".join(
+                f"shard {job[1]} ({job[2][0][0]} and {len(job[2]) - 1} more images)" for job in unfinished
+            )
+            raise DataError(
+                f"a preparation worker died (killed, out of memory, or a crash) while preparing {named}; the "
+                "finished shards are kept: rerun to continue, with dataset.prepare_workers=1 to find the image"
+            ) from None
 
 
 def _prepare_shard(job) -> tuple[int, int]:
@@ -207,12 +229,15 @@ def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: Cr
     picture = Image.fromarray(pixels)
     cells = []
     for ann in annotations:
-        reason = _filter_reason(ann, pixels.shape, settings)
+        reason = _filter_reason(ann, pixels.shape, settings)  # counted, not listed: there may be many
         polygons = [p for p in ann.get("segmentation") or [] if isinstance(p, list) and len(p) >= 6]
         if reason is None:
-            box = cell_box(ann["bbox"], *pixels.shape)
-            mask = cell_mask(polygons, box) if polygons else np.zeros((1, 1), np.uint8)
-            reason = outline_problem(polygons, mask)
+            # checked before rasterising: one NaN or huge coordinate would make pycocotools allocate gigabytes
+            reason = polygon_problem(polygons, pixels.shape)
+            if reason is None:
+                box = cell_box(ann["bbox"], *pixels.shape)
+                mask = cell_mask(polygons, box) if polygons else np.zeros((1, 1), np.uint8)
+                reason = outline_problem(polygons, mask)
             if reason is not None:
                 stats["invalid_cells"].append({"image": name, "annotation_id": ann["id"], "reason": reason})
         if reason is not None:

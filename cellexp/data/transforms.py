@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What a model takes: crops resized to `image_size`, `in_chans` channels (a grey crop repeated, as the paper's
+    to_rgb does), pixels scaled as (x / 255 - mean) / std. Built models carry it (`backbone.input_config`, as timm
+    models carry their pretrained config) and checkpoints record it, so every transform is made from the model."""
+
+    image_size: int
+    in_chans: int = 1
+    mean: float = 0.5
+    std: float = 0.25
+
+    @classmethod
+    def from_dataset(cls, dataset_cfg: DictConfig) -> InputConfig:
+        normalize = dataset_cfg.get("normalize") or {}
+        return cls(
+            int(dataset_cfg.image_size),
+            int(dataset_cfg.get("in_chans", 1)),
+            float(normalize.get("mean", 0.5)),
+            float(normalize.get("std", 0.25)),
+        )
+
+    def transform(self, augment: bool = False, **strengths) -> BatchTransform:
+        """The batch transform that makes this input (augmented when `augment`)."""
+        return BatchTransform(self.image_size, self.mean, self.std, self.in_chans, augment=augment, **strengths)
 
 
 class BatchTransform(nn.Module):
@@ -87,20 +114,6 @@ class BatchTransform(nn.Module):
         contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(n, 1, 1, 1)
         gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(n, 1, 1, 1)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
-
-
-def input_transform(dataset_cfg: DictConfig, augment: bool = False) -> BatchTransform:
-    """The model input that `dataset` describes (size, channels, `dataset.normalize`), augmented as configured."""
-    normalize = dataset_cfg.get("normalize") or {}
-    strengths = augmentation(dataset_cfg) if augment and dataset_cfg.get("augment", True) else {}
-    return BatchTransform(
-        int(dataset_cfg.image_size),
-        mean=float(normalize.get("mean", 0.5)),
-        std=float(normalize.get("std", 0.25)),
-        in_chans=int(dataset_cfg.get("in_chans", 1)),
-        augment=bool(strengths) or (augment and dataset_cfg.get("augment", True)),
-        **strengths,
-    )
 
 
 def augmentation(dataset_cfg: DictConfig) -> dict:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
+import accelerate.optimizer
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, is_lomo_available
 from omegaconf import DictConfig
 
 from cellexp.engine.cluster import export_slurm_ranks
 from cellexp.errors import ConfigError
 
 PRECISIONS = ("no", "fp16", "bf16")
+
+# accelerate asks importlib whether the `lomo` package is installed twice per optimizer step (about 0.2 ms, as
+# much as a small model's step); whether it is installed does not change while a run is going.
+accelerate.optimizer.is_lomo_available = functools.lru_cache(maxsize=None)(is_lomo_available)
 
 
 def make_accelerator(trainer_cfg: DictConfig) -> Accelerator:

@@ -1,8 +1,11 @@
-"""Checkpoints that resume a run exactly and load without unpickling arbitrary objects.
+"""Checkpoints that resume a run exactly, survive a kill at any moment, and load without unpickling objects.
 
-A checkpoint is a folder: `model.safetensors` (weights), `training_state.pt` (optimizer,
-scheduler, RNG and loop counters: tensors and plain Python values only, so it loads with
-`weights_only=True`) and `meta.json` (the same counters, for people and for picking the newest).
+A checkpoint is a folder: `model.safetensors` (weights), `training_state.pt` (optimizer, scheduler, RNG and loop
+counters: tensors and plain Python values only, so it loads with `weights_only=True`) and `meta.json` (the same
+counters, for people and for picking the newest). A folder is written under a hidden temporary name, `meta.json`
+last, and renamed into place; a folder replaced or pruned is first renamed out of the way. Only visible folders
+with all their files count, so whatever a kill leaves behind (a half-written temporary folder, a half-deleted old
+one) never blocks `resume=auto`, which takes the newest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cellexp.errors import CheckpointError
@@ -27,30 +32,39 @@ BEST = "best"
 
 
 class CheckpointManager:
-    """Writes `<folder>/<tag>/` atomically, keeps the newest `keep_last` and a separate `best`."""
+    """Writes `<folder>/<tag>/` atomically, keeps the newest `keep_last` resumable ones and a separate `best`."""
 
     def __init__(self, folder: Path, keep_last: int = 2):
-        self.folder, self.keep_last = Path(folder), keep_last
+        if int(keep_last) < 1:
+            raise CheckpointError(f"trainer.checkpoint.keep_last={keep_last} must be at least 1: resume needs one")
+        self.folder, self.keep_last = Path(folder), int(keep_last)
 
     def save(self, tag: str, model_state: dict, training_state: dict | None, meta: dict) -> Path:
         target = self.folder / tag
-        tmp = self.folder / f".{tag}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = self.folder / f".{tag}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, tmp / MODEL_FILE)
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(target, ignore_errors=True)
+        if target.exists():
+            _discard(target)
         os.replace(tmp, target)
         if tag != BEST:
             self._prune()
+        self._sweep()
         return target
 
     def resumable(self) -> list[Path]:
-        """Checkpoints that can resume training, oldest first."""
-        found = [p for p in self.folder.glob("*/") if p.name != BEST and (p / STATE_FILE).exists()]
-        return sorted(found, key=lambda p: _order(read_meta(p)))
+        """Complete checkpoints that can resume training, oldest first."""
+        found = []
+        for path in self.folder.glob("*"):
+            if path.name.startswith(".") or path.name == BEST or not path.is_dir():
+                continue
+            meta = _complete_meta(path, needs_state=True)
+            if meta is not None:
+                found.append((meta["epoch"], meta.get("step_in_epoch", 0), path))
+        return [path for *_, path in sorted(found)]
 
     def latest(self) -> Path | None:
         found = self.resumable()
@@ -68,26 +82,59 @@ class CheckpointManager:
         path = Path(str(resume))
         if not path.is_dir():
             raise CheckpointError(f"trainer.resume={resume}: no such checkpoint folder")
+        if _complete_meta(path, needs_state=True) is None:
+            needed = f"{MODEL_FILE}, {STATE_FILE}, {META_FILE}"
+            raise CheckpointError(f"trainer.resume={resume}: not a complete resumable checkpoint ({needed})")
         return path
 
     def _prune(self) -> None:
         for old in self.resumable()[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
+
+    def _sweep(self) -> None:
+        """Remove what earlier kills left: temporary and discarded folders."""
+        for path in self.folder.glob(".*"):
+            if path.is_dir() and (".tmp-" in path.name or path.name.startswith(".discarded-")):
+                shutil.rmtree(path, ignore_errors=True)
 
 
-def _order(meta: dict) -> tuple[int, int]:
-    return meta["epoch"], meta.get("step_in_epoch", 0)
+def _discard(path: Path) -> None:
+    """Rename out of the way first (atomic), then delete: a kill in between leaves only a hidden folder."""
+    trash = path.with_name(f".discarded-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _complete_meta(path: Path, needs_state: bool) -> dict | None:
+    """The checkpoint's meta if all its files are there and the meta parses, else None (logged)."""
+    needed = [MODEL_FILE, META_FILE, *([STATE_FILE] if needs_state else [])]
+    if not all((path / name).is_file() for name in needed):
+        return None
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+        int(meta["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("checkpoint %s skipped: its %s is unreadable (%s)", path, META_FILE, err)
+        return None
+    return meta
 
 
 def read_meta(checkpoint: Path) -> dict:
-    return json.loads((Path(checkpoint) / META_FILE).read_text())
+    path = Path(checkpoint) / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read: {err}") from None
 
 
 def load_model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     path = Path(checkpoint) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"no {MODEL_FILE} in checkpoint {checkpoint}")
-    return load_file(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); the checkpoint is damaged") from None
 
 
 def load_training_state(checkpoint: Path) -> dict:
@@ -96,4 +143,10 @@ def load_training_state(checkpoint: Path) -> dict:
         raise CheckpointError(
             f"checkpoint {checkpoint} has no {STATE_FILE}: it holds weights only and cannot resume training"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for a bad file
+        raise CheckpointError(
+            f"{path} is damaged or holds something other than tensors and plain values ({type(err).__name__}); "
+            "it is not loaded, since unpickling it could run code: resume from another checkpoint"
+        ) from None

@@ -1,4 +1,5 @@
-"""DINO's training loop: the classification Trainer's epochs, resume, preemption and checkpoints around DINO's step.
+"""DINO's training on the engine: its step, schedules, teacher and collapse checks; the engine's epochs, resume,
+preemption and checkpoints around them.
 
 The model is a `cellexp.models.dino.Dino` (student, teacher and centre all in its state dict, hence in
 `model.safetensors`); DINO's per-step schedules stand in for the epoch scheduler (their tensors go into
@@ -9,18 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cellexp.engine.checkpoint import CheckpointManager
-from cellexp.engine.loop import MetricsLogger, Selection, Trainer
-from cellexp.engine.metrics import embedding_spread, knn_accuracy
-from cellexp.engine.preemption import PreemptionWatch
+from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
+from cellexp.engine.trainer import StepOutput, Trainer
 from cellexp.models.dino import Dino
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ class DinoSchedules:
     """Learning rate, weight decay, teacher momentum and teacher temperature for every optimisation step.
 
     Built once the number of steps per epoch is known; saved and restored as tensors, so a resumed run
-    follows the schedules it started with. The trainer steps its scheduler once per epoch: these are
+    follows the schedules it started with. The engine steps its scheduler once per epoch: these are
     indexed by step instead, so `step()` has nothing to do.
     """
 
@@ -124,105 +122,69 @@ class CollapseRule:
 
 
 class DinoTrainer(Trainer):
-    """Trainer with DINO's step, per-epoch collapse statistics, a kNN probe as validation and a step-0 probe."""
+    """DINO on the engine: the multi-crop step, DINO's per-step schedules, the teacher's EMA, the prototypes held
+    still at first, collapse statistics per epoch, a kNN probe as validation and a step-0 probe.
+
+    `scheduler` is a `DinoSchedules` (stepped per epoch by the engine, a no-op: it is indexed by step here).
+    """
 
     def __init__(
         self,
-        accelerator: Accelerator,
-        model: Dino,
-        optimizer: torch.optim.Optimizer,
-        schedules: DinoSchedules,
+        *args,
         multicrop: nn.Module,
         eval_transform: nn.Module,
         bank: DataLoader,
-        selection: Selection,
-        checkpoints: CheckpointManager,
-        seed: int,
-        max_epochs: int,
-        grad_clip: float | None = None,
         freeze_last_layer_epochs: int = 1,
         knn_k: int = 20,
         knn_temperature: float = 0.07,
         collapse: CollapseRule = CollapseRule(),
-        channels_last: bool = False,
-        log_metrics: MetricsLogger = lambda metrics, step: None,
-        set_tags: Callable[[dict], None] = lambda tags: None,
+        **kwargs,
     ):
-        super().__init__(
-            accelerator,
-            model,
-            optimizer,
-            scheduler=schedules,
-            criterion=None,
-            train_transform=multicrop,
-            eval_transform=eval_transform,
-            class_names=[],
-            selection=selection,
-            checkpoints=checkpoints,
-            seed=seed,
-            max_epochs=max_epochs,
-            grad_clip=grad_clip,
-            channels_last=channels_last,
-            log_metrics=log_metrics,
-        )
-        self.bank = accelerator.prepare(bank)
+        super().__init__(*args, **kwargs)
+        self.multicrop, self.eval_transform = multicrop, eval_transform.to(self.acc.device).eval()
+        self.bank = self.acc.prepare(bank)
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.knn_k, self.knn_temperature, self.collapse = knn_k, knn_temperature, collapse
-        self.set_tags = set_tags
-        self.dino: Dino = accelerator.unwrap_model(self.model)
-        self._sums = torch.zeros(len(STATS), device=accelerator.device)
-        self._steps = 0
+        self.dino: Dino = self.unwrapped
+        self._values: dict[str, float] = {}
 
-    def fit(self, train_dl: DataLoader, val_dl: DataLoader):
-        """As Trainer.fit; a fresh run first logs the kNN probe of the initial weights at step 0."""
-        if self.state.global_step == 0:
-            initial = {f"val/{k}": v for k, v in self.evaluate(self.acc.prepare(val_dl)).items()}
-            self.log_metrics(initial, 0)
-            log.info("before training: %s", "  ".join(f"{k} {v:.4f}" for k, v in initial.items()))
-        return super().fit(train_dl, val_dl)
+    def before_fit(self, val_dl) -> None:
+        """The kNN probe of the initial weights, logged at step 0."""
+        initial = {f"val/{k}": v for k, v in self.evaluate(val_dl).items()}
+        self.tracker.log_metrics(initial, 0)
+        log.info("before training: %s", "  ".join(f"{k} {v:.4f}" for k, v in initial.items()))
 
-    def _train_epoch(self, train_dl: DataLoader, watch: PreemptionWatch) -> dict:
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
         if self.scheduler.values is None:
-            self.scheduler.build(len(train_dl), self.max_epochs)
-        self._sums.zero_()
-        self._steps = 0
-        metrics = super()._train_epoch(train_dl, watch)
-        means = self.acc.reduce(self._sums / max(self._steps, 1), reduction="mean")
-        metrics.update({f"train/{key}": value for key, value in zip(STATS, means.tolist(), strict=True)})
+            self.scheduler.build(steps, self.settings.max_epochs)
+
+    def on_step_start(self) -> None:
+        self._values = self.scheduler.at(self.state.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._values["lr"]
+            if group.get("decay_scheduled"):
+                group["weight_decay"] = self._values["weight_decay"]
+
+    def train_step(self, batch) -> StepOutput:
+        crops, _ = batch
+        views = [self.model_input(view) for view in self.multicrop(crops)]
+        with self.autocast():
+            loss, stats = self.model(views, self._values["teacher_temp"])
+        return StepOutput(loss, samples=crops.shape[0], stats={key: stats[key] for key in STATS[1:]})
+
+    def before_optimizer_step(self) -> None:
+        if self.state.epoch < self.freeze_last_layer_epochs:
+            # DINO keeps the prototypes fixed at first: moving them early destabilises training.
+            for param in self.dino.student.head.last_layer.parameters():
+                param.grad = None
+
+    def after_optimizer_step(self) -> None:
+        self.dino.update_teacher(self._values["momentum"])
+
+    def end_of_epoch(self, metrics: dict) -> dict:
         current = self.scheduler.at(max(self.state.global_step - 1, 0))
         metrics.update({f"train/{key}": current[key] for key in ("weight_decay", "momentum", "teacher_temp")})
         metrics["train/center_norm"] = self.dino.center.norm().item()
-        return metrics
-
-    def _train_step(self, crops: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        values = self.scheduler.at(self.state.global_step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = values["lr"]
-            if group.get("decay_scheduled"):
-                group["weight_decay"] = values["weight_decay"]
-        with self.acc.accumulate(self.model):
-            views = self.train_transform(crops)
-            if self.channels_last:
-                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-            with self.acc.autocast():
-                loss, stats = self.model(views, values["teacher_temp"])
-            self.acc.backward(loss)
-            if self.acc.sync_gradients:
-                if self.grad_clip:
-                    self.acc.clip_grad_norm_(self.dino.student.parameters(), self.grad_clip)
-                if self.state.epoch < self.freeze_last_layer_epochs:
-                    # DINO keeps the prototypes fixed at first: moving them early destabilises training.
-                    for param in self.dino.student.head.last_layer.parameters():
-                        param.grad = None
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.acc.sync_gradients:
-            self.dino.update_teacher(values["momentum"])
-        self._sums += torch.stack([loss.detach().float(), *(stats[key].float() for key in STATS[1:])])
-        self._steps += 1
-        return loss
-
-    def _end_epoch(self, metrics: dict) -> None:
         reasons = self.collapse.reasons(metrics, self.dino.center.shape[1])
         if reasons:
             epoch = self.state.epoch + 1
@@ -232,8 +194,8 @@ class DinoTrainer(Trainer):
                 epoch,
                 "; ".join(reasons),
             )
-            self.set_tags({"ssl.collapse": f"epoch {epoch}: {'; '.join(reasons)}"})
-        super()._end_epoch({**metrics, "train/collapse": float(bool(reasons))})
+            self.tracker.set_tags({"ssl.collapse": f"epoch {epoch}: {'; '.join(reasons)}"})
+        return {**metrics, "train/collapse": float(bool(reasons))}
 
     @torch.no_grad()
     def evaluate(self, dl: DataLoader) -> dict:
@@ -242,15 +204,15 @@ class DinoTrainer(Trainer):
         bank, bank_labels = self._embed(backbone, self.bank)
         queries, labels = self._embed(backbone, dl)
         return {
-            "knn_accuracy": knn_accuracy(bank, bank_labels, queries, labels, self.knn_k, self.knn_temperature),
+            "knn_accuracy": weighted_knn_accuracy(bank, bank_labels, queries, labels, self.knn_k, self.knn_temperature),
             "embedding_spread": embedding_spread(queries),
         }
 
     def _embed(self, backbone: nn.Module, dl: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
         embeddings, targets = [], []
         for crops, labels in dl:
-            with self.acc.autocast():
-                out = backbone(self._inputs(crops, self.eval_transform))
+            with self.autocast():
+                out = backbone(self.model_input(self.eval_transform(crops)))
             out, labels = self.acc.gather_for_metrics((out.float(), labels))
             embeddings.append(out)
             targets.append(labels)

@@ -36,7 +36,7 @@ def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: i
     return multiclass_confusion_matrix(logits.argmax(dim=1).cpu(), targets.long().cpu(), num_classes)
 
 
-def knn_accuracy(
+def weighted_knn_accuracy(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
     queries: torch.Tensor,

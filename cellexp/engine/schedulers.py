@@ -10,10 +10,13 @@ from cellexp.errors import ConfigError
 
 
 class PlateauOnMetric(ReduceLROnPlateau):
-    """ReduceLROnPlateau that names the metric it watches (`monitor`, e.g. val/loss), so the loop can feed it."""
+    """ReduceLROnPlateau that names the metric it watches (`monitor`, e.g. val/loss) and which way is better
+    (`direction`, as everywhere in the configs), so the loop can feed it."""
 
-    def __init__(self, optimizer, monitor: str = "val/loss", **kwargs):
-        super().__init__(optimizer, **kwargs)
+    def __init__(self, optimizer, monitor: str = "val/loss", direction: str = "minimize", **kwargs):
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(f"optim.scheduler.direction={direction!r} must be 'maximize' or 'minimize'")
+        super().__init__(optimizer, mode="min" if direction == "minimize" else "max", **kwargs)
         self.monitor = monitor
 
 

@@ -17,7 +17,7 @@ from cellexp.errors import ConfigError
 from cellexp.graphs import random_graphs as rg
 from cellexp.graphs.connectome import connectome_graph, median_degree
 from cellexp.graphs.files import read_graph_file
-from cellexp.graphs.roles import ROLES, role_counts
+from cellexp.graphs.roles import ROLES, checked_roles, role_counts
 
 # Parameters each generated kind takes through `build_graph(**params)`.
 _KIND_PARAMS: dict[str, tuple[str, ...]] = {
@@ -34,9 +34,7 @@ GRAPH_KINDS: tuple[str, ...] = (*_KIND_PARAMS, "file")
 
 def check_head_graph(g: nx.Graph) -> None:
     """Refuse graphs on which the head has no input or no output: no sensors, or no motor reachable from one."""
-    bad = [(node, role) for node, role in g.nodes(data="role") if role not in ROLES]
-    if bad:
-        raise ConfigError(f"head graph node {bad[0][0]!r} has role {bad[0][1]!r}, not one of {ROLES}")
+    checked_roles(g)
     counts = role_counts(g)
     summary = ", ".join(f"{counts[role]} {role}" for role in ROLES)
     summary = f"{g.number_of_nodes()} nodes: {summary}"

@@ -35,3 +35,17 @@ def normalize_role(value: object) -> str:
 
 def role_counts(g: nx.Graph) -> Counter:
     return Counter(role for _, role in g.nodes(data="role"))
+
+
+def checked_roles(graph: nx.DiGraph) -> dict:
+    """Each node's role, checked, so that a graph read without role mapping fails by name."""
+    if not graph.is_directed():
+        raise ConfigError("the head's graph must be directed (nx.DiGraph): signals follow edge directions")
+    roles = dict(graph.nodes(data="role"))
+    for node, role in roles.items():
+        if role not in ROLES:
+            raise ConfigError(
+                f"graph node {node!r} has role {role!r}; valid: {', '.join(ROLES)} "
+                "(cellexp.graphs.read_graph_file maps aliases such as S/NA/M)"
+            )
+    return roles

@@ -15,6 +15,11 @@ class CellClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    @property
+    def input_config(self):
+        """What the model takes (size, channels, normalisation), carried by its backbone."""
+        return self.backbone.input_config
+
     def freeze_backbone(self) -> None:
         """Train the head only (a linear probe with a linear head): no gradients for the backbone, which also
         stays in eval mode, so that its batch-norm statistics and dropout do not change either."""
@@ -27,12 +32,3 @@ class CellClassifier(nn.Module):
         if self.backbone_frozen:
             self.backbone.eval()
         return self
-
-
-def build_classifier(
-    backbone_factory, head_factory, in_chans: int, image_size: int, num_classes: int
-) -> CellClassifier:
-    """Instantiate the configured backbone, then a head that fits its embedding size."""
-    backbone = backbone_factory(in_chans=in_chans, image_size=image_size)
-    head = head_factory(in_features=backbone.num_features, num_classes=num_classes)
-    return CellClassifier(backbone, head)

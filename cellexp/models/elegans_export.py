@@ -27,7 +27,8 @@ from safetensors import SafetensorError, safe_open
 
 from cellexp.errors import CellexpError, CheckpointError
 from cellexp.graphs import build_graph, read_graph_file
-from cellexp.models.elegans_published import VARIANTS, PublishedTensorNetwork
+from cellexp.models.elegans_pass import VARIANTS
+from cellexp.models.elegans_published import PublishedTensorNetwork
 
 TOLERANCE = 1e-5
 REQUIRED_METADATA = ("input_dim", "dim", "num_heads", "activation")

@@ -25,16 +25,14 @@ m = LN(act(W s + b) + m). On the published graph at dim 512 with 8 classes: publ
 
 Only units on the output path hold parameters, as in the published code (its symbolic model
 registers the modules the output uses). Speed: the pass is compiled once into batches of unit
-applications that can run together (`schedule`): all S->O first arrivals are one matmul, and
-order-dependent updates are grouped as far as their read/write dependencies allow.
-`PerNodePublished` is the plain per-node eager implementation of the same function.
+applications that can run together (`cellexp.models.elegans_pass.schedule`): all S->O first
+arrivals are one matmul, and order-dependent updates are grouped as far as their read/write
+dependencies allow. `PerNodePublished` is the plain per-node eager implementation of the same function.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import networkx as nx
 import torch
@@ -43,110 +41,9 @@ from torch import nn
 
 from cellexp.errors import ConfigError
 from cellexp.graphs import graph_stats, head_graph
-from cellexp.models.tensor_network import ACTIVATIONS, COMPUTE_PATHS, UnitStack, compute_path
-
-VARIANTS: tuple[str, ...] = ("published", "intended")
-EMBEDDING = None  # an op's source when it reads the input every sensor holds
-
-
-@dataclass(frozen=True)
-class Op:
-    """One unit application of the published pass: `dst` takes in `src`'s current state (EMBEDDING: x)."""
-
-    src: Hashable | None
-    dst: Hashable
-    first: bool  # dst had no state yet: its first arrival
-
-
-def _check_choice(kind: str, value: str, valid) -> None:
-    if value not in valid:
-        raise ConfigError(f"unknown head.{kind} {value!r}; valid: {', '.join(valid)}")
-
-
-def _roles(graph: nx.DiGraph) -> dict:
-    roles = dict(graph.nodes(data="role"))
-    bad = [(node, role) for node, role in roles.items() if role not in ("sensor", "inter", "motor")]
-    if bad:
-        raise ConfigError(f"graph node {bad[0][0]!r} has role {bad[0][1]!r}; valid: sensor, inter, motor")
-    return roles
-
-
-def published_ops(graph: nx.DiGraph, variant: str = "published") -> list[Op]:
-    """The pass of the module docstring as a list of unit applications, in the published order.
-
-    Parallel edges count once (the published code only asks whether an edge exists); an undirected
-    graph works both ways.
-    """
-    _check_choice("variant", variant, VARIANTS)
-    g = graph if graph.is_directed() else graph.to_directed()
-    roles = _roles(g)
-    order = {node: i for i, node in enumerate(g.nodes)}
-    targets = {node: sorted(set(g.successors(node)), key=order.__getitem__) for node in g.nodes}
-    has_state = {node for node, role in roles.items() if role == "sensor"}
-    ops: list[Op] = []
-
-    def arrive(src, dst) -> None:
-        ops.append(Op(src, dst, dst not in has_state))
-        has_state.add(dst)
-
-    for node in g.nodes:  # S->O
-        if roles[node] == "sensor":
-            for dst in targets[node]:
-                if roles[dst] in ("inter", "motor"):
-                    arrive(EMBEDDING, dst)
-    if variant == "intended":  # I->O: interneurons emit to motors
-        for node in g.nodes:
-            if roles[node] == "inter" and node in has_state:
-                for dst in targets[node]:
-                    if roles[dst] == "motor":
-                        arrive(node, dst)
-    for node in g.nodes:  # M->M, a motor's state read as it is when its row comes
-        if roles[node] == "motor" and node in has_state:
-            for dst in targets[node]:
-                if roles[dst] == "motor":
-                    arrive(node, dst)
-    return _live(ops, roles)
-
-
-def _live(ops: list[Op], roles: dict) -> list[Op]:
-    """Drop what cannot reach the output: ops into nodes that no motor state depends on."""
-    live = {op.dst for op in ops if roles[op.dst] == "motor"}
-    for op in reversed(ops):
-        if op.dst in live and op.src is not EMBEDDING:
-            live.add(op.src)
-    return [op for op in ops if op.dst in live]
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Ops that can run together: every read happens before every write, and no two write the same node."""
-
-    first: tuple[Op, ...]
-    update: tuple[Op, ...]
-
-
-def schedule(ops: Sequence[Op]) -> list[Batch]:
-    """Greedy list scheduling that keeps the sequential semantics.
-
-    An op goes after the last write to its source (read after write) and to its target (write after
-    write), and no earlier than the last read of its target (a read in the same batch happens first).
-    """
-    last_write: dict = {}
-    last_read: dict = {}
-    placed: list[list[Op]] = []
-    for op in ops:
-        batch = max(
-            last_write.get(op.src, -1) + 1 if op.src is not EMBEDDING else 0,
-            last_write.get(op.dst, -1) + 1,
-            last_read.get(op.dst, 0),
-        )
-        while len(placed) <= batch:
-            placed.append([])
-        placed[batch].append(op)
-        last_write[op.dst] = batch
-        if op.src is not EMBEDDING:
-            last_read[op.src] = max(last_read.get(op.src, 0), batch)
-    return [Batch(tuple(o for o in ops if o.first), tuple(o for o in ops if not o.first)) for ops in placed]
+from cellexp.models.attention import pooled_query_attention
+from cellexp.models.elegans_pass import EMBEDDING, Op, published_ops, schedule
+from cellexp.models.units import ACTIVATIONS, COMPUTE_PATHS, UnitStack, check_choice, compute_path
 
 
 def _affine_norm(y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
@@ -175,7 +72,7 @@ class QueryAttentionReadout(nn.Module):
     The attention is the published `CustomMultiHeadAttention` (separate w_q, w_k, w_v, w_out; heads of
     `head_dim`; scores scaled by 1/sqrt(head_dim)); its query is one learnable vector, N(0, 1) as
     published, shared by the batch, so it is computed in closed form without a key or value per motor
-    (`forward`); `reference` computes it the textbook way.
+    (`forward`, see `cellexp.models.attention`); `reference` computes it the textbook way.
     """
 
     def __init__(self, dim: int, num_classes: int, num_heads: int, head_dim: int | None):
@@ -192,20 +89,9 @@ class QueryAttentionReadout(nn.Module):
         self.final = nn.Linear(dim, num_classes)
 
     def forward(self, motors: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """motors (B, n, dim), x (B, dim) -> logits (B, C).
-
-        Per head, q_h . (W_k,h m + b_k,h) / sqrt(d) = ((W_k,h^T q_h) / sqrt(d)) . m + const, and softmax
-        ignores the constant; the values are linear and the weights sum to 1, so pooling m first and
-        projecting once gives the same output.
-        """
-        heads, d = self.num_heads, self.head_dim
-        q = self.w_q(self.query.to(motors.dtype)).view(heads, d)
-        key_dirs = torch.einsum("hk,hkd->hd", q, self.w_k.weight.view(heads, d, -1)) / math.sqrt(d)
-        weights = torch.softmax(motors @ key_dirs.T.to(motors.dtype), dim=1)  # (B, n, heads)
-        pooled = torch.einsum("bnh,bnd->bhd", weights, motors)
-        values = torch.einsum("bhd,hkd->bhk", pooled, self.w_v.weight.view(heads, d, -1).to(pooled.dtype))
-        values = values + self.w_v.bias.view(heads, d).to(values.dtype)
-        attended = self.w_out(values.reshape(len(motors), heads * d))
+        """motors (B, n, dim), x (B, dim) -> logits (B, C), the attention in closed form."""
+        q = self.w_q(self.query.to(motors.dtype)).view(self.num_heads, self.head_dim)
+        attended = self.w_out(pooled_query_attention(q, self.w_k.weight, self.w_v.weight, self.w_v.bias, motors))
         return self.final(attended + x.to(attended.dtype))
 
     def reference(self, motors: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -235,10 +121,10 @@ class _PublishedBase(nn.Module):
         layer_norm: bool,
     ):
         super().__init__()
-        _check_choice("activation", activation, ACTIVATIONS)
+        check_choice("activation", activation, ACTIVATIONS)
         self.variant, self.dim, self.layer_norm = variant, dim, layer_norm
         self.ops = published_ops(graph, variant)
-        roles = _roles(graph)
+        roles = dict(graph.nodes(data="role"))  # checked by published_ops
         order = {node: i for i, node in enumerate(graph.nodes)}
         self.motors = sorted({op.dst for op in self.ops if roles[op.dst] == "motor"}, key=order.__getitem__)
         if not self.motors:
@@ -288,7 +174,7 @@ class PublishedTensorNetwork(_PublishedBase):
         compute: str = "auto",
     ):
         super().__init__(in_features, num_classes, graph, dim, variant, num_heads, head_dim, activation, layer_norm)
-        _check_choice("compute", compute, COMPUTE_PATHS)
+        check_choice("compute", compute, COMPUTE_PATHS)
         self.compute = compute
         self.plan = schedule(self.ops)
         stacks = [batch.first for batch in self.plan if batch.first]

@@ -10,14 +10,7 @@ the first time a signal reaches it, and its state is that unit applied to the su
 of its in-neighbours that already have one. A learnable query cross-attends over the reached
 motor states, and a linear layer makes the logits.
 
-Propagation rule (`propagation_plan`). Steps are numbered globally; step 0 holds the sensors.
-A phase names the role that emits and the roles that receive. It starts from every node of the
-emitting role that already has a state; each step reaches the receiving-role nodes without a
-state that are out-neighbours of the previous step's emitters, and the newly reached nodes of
-the emitting role emit in the next step, until nothing new is reached. A node first reached at
-step t sums the states of its in-neighbours computed at steps < t, over the wiring's edge kinds
-(self-loops are ignored, parallel edges count once, nodes reached in the same step never feed
-each other). Once a node has a state it is never recomputed (first arrival).
+Propagation rule: `cellexp.models.propagation` (first arrival along role phases).
 
 - wiring="full": phase A sensor -> {inter, motor}; phase B inter -> {inter, motor};
   phase C motor -> {motor}. Every reached interneuron and motor gets a unit.
@@ -50,9 +43,6 @@ per-node reference that both must agree with.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import networkx as nx
 import torch
 import torch.nn.functional as F
@@ -60,220 +50,9 @@ from torch import nn
 
 from cellexp.errors import ConfigError
 from cellexp.graphs import graph_stats, head_graph
-
-ROLES: tuple[str, ...] = ("sensor", "inter", "motor")
-# Per wiring, the phases in order: (emitting role, receiving roles).
-WIRINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "full": (("sensor", ("inter", "motor")), ("inter", ("inter", "motor")), ("motor", ("motor",))),
-    "sensor_motor": (("sensor", ("motor",)), ("motor", ("motor",))),
-}
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "gelu": nn.GELU,
-    "hardtanh": nn.Hardtanh,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "silu": nn.SiLU,
-    "identity": nn.Identity,
-}
-COMPUTE_PATHS: tuple[str, ...] = ("auto", "batched", "looped")
-LOOPED_MIN_DIM = 128  # on CPU, heads wider than this run faster node by node
-
-
-@dataclass(frozen=True, eq=False)
-class Step:
-    """Nodes first reached in one step, live ones first, and where their inputs come from.
-
-    `live` counts the leading nodes that can influence the logits. `sensor_sources[i]` counts
-    node i's sensor in-neighbours (all sensors hold the embedding); `sources[i]` lists the unit
-    indices (global, in plan order) of its other in-neighbours.
-    """
-
-    nodes: tuple
-    live: int
-    sensor_sources: tuple[int, ...]
-    sources: tuple[tuple[int, ...], ...]
-
-
-@dataclass(frozen=True, eq=False)
-class PropagationPlan:
-    """The order in which units are reached, shared by the batched head and the per-node reference."""
-
-    sensors: tuple
-    steps: tuple[Step, ...]
-    roles: dict
-
-    @property
-    def nodes(self) -> list:
-        """Unit-holding nodes in unit order: step by step; live then dead, graph order within each."""
-        return [node for step in self.steps for node in step.nodes]
-
-    @property
-    def motor_units(self) -> list[int]:
-        """Unit indices of the reached motor nodes, in unit order (the attention's keys)."""
-        return [i for i, node in enumerate(self.nodes) if self.roles[node] == "motor"]
-
-    @property
-    def live_units(self) -> int:
-        return sum(step.live for step in self.steps)
-
-
-def compute_path(compute: str, device: torch.device, dim: int) -> str:
-    """What `compute="auto"` means here: per-node matmuls for wide heads on CPU, step-batched otherwise."""
-    if compute != "auto":
-        return compute
-    return "looped" if device.type == "cpu" and dim > LOOPED_MIN_DIM else "batched"
-
-
-def _check_choice(kind: str, value: str, valid) -> None:
-    if kind == "wiring" and value == "paper":
-        raise ConfigError(
-            "head.wiring=paper is retired: it never computed the published network. Use head=elegans_published "
-            "for the published head (head.variant=intended for its slips fixed), or head.wiring=sensor_motor for "
-            "our design on the published unit set"
-        )
-    if value not in valid:
-        raise ConfigError(f"unknown head.{kind} {value!r}; valid: {', '.join(valid)}")
-
-
-def _roles(graph: nx.DiGraph) -> dict:
-    """Each node's role, checked, so that a graph read without role mapping fails by name."""
-    if not graph.is_directed():
-        raise ConfigError("the head's graph must be directed (nx.DiGraph): signals follow edge directions")
-    roles = {}
-    for node, role in graph.nodes(data="role"):
-        if role not in ROLES:
-            raise ConfigError(
-                f"graph node {node!r} has role {role!r}; valid: {', '.join(ROLES)} "
-                "(cellexp.graphs.read_graph_file maps aliases such as S/NA/M)"
-            )
-        roles[node] = role
-    return roles
-
-
-def _reach(graph: nx.DiGraph, roles: dict, phases, sensors) -> list[dict]:
-    """Breadth-first role phases with first arrival: per step, {node: its source nodes}, graph order."""
-    edge_kinds = {(emit, recv) for emit, receivers in phases for recv in receivers}
-    order = {node: i for i, node in enumerate(graph.nodes)}
-    have_state = set(sensors)
-    layers: list[dict] = []
-    for emit, receivers in phases:
-        frontier = [node for node in have_state if roles[node] == emit]
-        while frontier:
-            reached = {
-                succ
-                for node in frontier
-                for succ in graph.successors(node)
-                if succ not in have_state and roles[succ] in receivers
-            }
-            if not reached:
-                break
-            layer = {
-                node: [
-                    pred
-                    for pred in graph.predecessors(node)
-                    if pred != node and pred in have_state and (roles[pred], roles[node]) in edge_kinds
-                ]
-                for node in sorted(reached, key=order.__getitem__)
-            }
-            layers.append(layer)
-            have_state |= reached
-            frontier = [node for node in layer if roles[node] == emit]
-    return layers
-
-
-def _live(layers: list[dict], roles: dict) -> set:
-    """Nodes that can influence the logits: reached motors and, backwards, everything feeding them."""
-    live = {node for layer in layers for node in layer if roles[node] == "motor"}
-    for layer in reversed(layers):
-        for node, sources in layer.items():
-            if node in live:
-                live.update(sources)
-    return live
-
-
-def propagation_plan(graph: nx.DiGraph, wiring: str = "full") -> PropagationPlan:
-    """Unit order and sources for `wiring` (the exact rule is in the module docstring)."""
-    _check_choice("wiring", wiring, WIRINGS)
-    roles = _roles(graph)
-    sensors = tuple(node for node in graph.nodes if roles[node] == "sensor")
-    if not sensors:
-        raise ConfigError("the head's graph has no sensor nodes (role 'sensor'): nothing receives the embedding")
-    layers = _reach(graph, roles, WIRINGS[wiring], sensors)
-    live = _live(layers, roles)
-    unit_of: dict = {}
-    steps = []
-    for layer in layers:
-        nodes = [node for node in layer if node in live] + [node for node in layer if node not in live]
-        sensor_sources = tuple(sum(roles[src] == "sensor" for src in layer[node]) for node in nodes)
-        sources = tuple(tuple(sorted(unit_of[src] for src in layer[node] if roles[src] != "sensor")) for node in nodes)
-        unit_of.update((node, i) for i, node in enumerate(nodes, start=len(unit_of)))
-        steps.append(Step(tuple(nodes), sum(node in live for node in nodes), sensor_sources, sources))
-    return PropagationPlan(sensors=sensors, steps=tuple(steps), roles=roles)
-
-
-def _checked_plan(graph: nx.DiGraph, wiring: str) -> PropagationPlan:
-    plan = propagation_plan(graph, wiring)
-    if not plan.motor_units:
-        raise ConfigError(
-            f"no motor node is reached from the sensors with head.wiring={wiring!r}: "
-            "the attention read-out would have nothing to attend over"
-        )
-    return plan
-
-
-def _activation(name: str) -> nn.Module:
-    _check_choice("activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]()
-
-
-class UnitStack(nn.Module):
-    """The units of one step as stacked parameters: n x (Linear dim->dim, optional LayerNorm).
-
-    Shapes mirror n separate nn.Linear / nn.LayerNorm modules (weight is (n, out, in)), so the
-    parameter count matches the per-node design exactly and weights copy one to one.
-    """
-
-    def __init__(self, n: int, dim: int, layer_norm: bool):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, dim, dim))
-        self.bias = nn.Parameter(torch.empty(n, dim))
-        self.ln_weight = nn.Parameter(torch.ones(n, dim)) if layer_norm else None
-        self.ln_bias = nn.Parameter(torch.zeros(n, dim)) if layer_norm else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """nn.Linear's default initialisation, unit by unit (uniform in +-1/sqrt(fan_in))."""
-        bound = 1.0 / math.sqrt(self.weight.shape[-1])
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def _rows(self, n: int) -> list[torch.Tensor | None]:
-        """The first n units' parameters; whole tensors when n is all (a slice's backward copies)."""
-        params = [self.weight, self.bias, self.ln_weight, self.ln_bias]
-        if n == self.weight.shape[0]:
-            return params
-        return [None if p is None else p[:n] for p in params]
-
-    def batched(self, x: torch.Tensor) -> torch.Tensor:
-        """x (n, B, dim): summed inputs of the first n units, node-major -> pre-activation outputs."""
-        weight, bias, ln_weight, ln_bias = self._rows(x.shape[0])
-        y = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        if ln_weight is None:
-            return y
-        return torch.addcmul(ln_bias.unsqueeze(1), F.layer_norm(y, y.shape[-1:]), ln_weight.unsqueeze(1))
-
-    def per_node(self) -> list[tuple]:
-        """Per unit, (weight, bias, ln_weight, ln_bias) views of the stacked parameters (`unbind`,
-        whose backward is one stack per tensor) for `apply_unit`."""
-        n = self.weight.shape[0]
-        params = (self.weight, self.bias, self.ln_weight, self.ln_bias)
-        return list(zip(*(p.unbind(0) if p is not None else (None,) * n for p in params), strict=True))
-
-
-def apply_unit(x, weight, bias, ln_weight=None, ln_bias=None) -> torch.Tensor:
-    """One unit before its activation: Linear, then LayerNorm when the head has one."""
-    y = F.linear(x, weight, bias)
-    return y if ln_weight is None else F.layer_norm(y, y.shape[-1:], ln_weight, ln_bias)
+from cellexp.models.attention import pooled_query_attention
+from cellexp.models.propagation import PropagationPlan, Step, checked_plan
+from cellexp.models.units import COMPUTE_PATHS, UnitStack, apply_unit, check_choice, compute_path, make_activation
 
 
 class StepInputs(nn.Module):
@@ -342,24 +121,14 @@ class _ReadOut(nn.Module):
 
 
 def single_query_attention(mha: nn.MultiheadAttention, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-    """`mha(query, memory, memory)` for one query shared by the batch, without projecting keys or values.
-
-    Per head h, q_h . (W_k,h m + b_k,h) = (W_k,h^T q_h) . m + const, and softmax ignores the
-    constant; the values are linear, so attention-pooling m first and projecting once gives the
-    same output. That replaces the (B, n, dim) x (dim, 2 dim) key/value projection, as much work as
-    two units per motor node, by (B, n, dim) x (dim, heads) products. query (1, dim), memory
-    (B, n, dim) -> (B, dim); `mha` must have its default biases and no dropout (as `_ReadOut` builds it).
-    """
+    """`mha(query, memory, memory)` for one query (1, dim) shared by the batch, in closed form (see
+    `cellexp.models.attention`): memory (B, n, dim) -> (B, dim). `mha` must have its default biases and no
+    dropout (as `_ReadOut` builds it)."""
     heads, dim = mha.num_heads, mha.embed_dim
-    head_dim = dim // heads
     w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
     b_q, _, b_v = mha.in_proj_bias.chunk(3)
-    q = F.linear(query, w_q, b_q).view(heads, head_dim)
-    key_dirs = torch.einsum("hk,hkd->hd", q, w_k.view(heads, head_dim, dim)) / math.sqrt(head_dim)
-    weights = torch.softmax(memory @ key_dirs.T, dim=1)  # (B, n, heads)
-    pooled = torch.einsum("bnh,bnd->bhd", weights, memory)
-    values = torch.einsum("bhd,hkd->bhk", pooled, w_v.view(heads, head_dim, dim)) + b_v.view(heads, head_dim)
-    return mha.out_proj(values.reshape(memory.shape[0], dim))
+    q = F.linear(query, w_q, b_q).view(heads, dim // heads)
+    return mha.out_proj(pooled_query_attention(q, w_k, w_v, b_v, memory))
 
 
 def _step_and_row(plan: PropagationPlan) -> list[tuple[int, int]]:
@@ -393,10 +162,10 @@ class TensorNetworkHead(nn.Module):
         compute: str = "auto",
     ):
         super().__init__()
-        _check_choice("compute", compute, COMPUTE_PATHS)
-        self.plan = _checked_plan(graph, wiring)
+        check_choice("compute", compute, COMPUTE_PATHS)
+        self.plan = checked_plan(graph, wiring)
         self.wiring, self.dim, self.compute = wiring, dim, compute
-        self.activation = _activation(activation)
+        self.activation = make_activation(activation)
         self.readout = _ReadOut(in_features, num_classes, dim, num_heads, dropout)
         self.units = nn.ModuleList(UnitStack(len(step.nodes), dim, layer_norm) for step in self.plan.steps)
         self.unit_dropout = nn.Dropout(dropout)
@@ -499,8 +268,8 @@ class PerNodeTensorNetwork(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.plan = _checked_plan(graph, wiring)
-        act = _activation(activation)
+        self.plan = checked_plan(graph, wiring)
+        act = make_activation(activation)
         self.readout = _ReadOut(in_features, num_classes, dim, num_heads, dropout)
         self.units = nn.ModuleList(
             nn.Sequential(

@@ -5,7 +5,7 @@ and the probe labels the val sequences' patches by cell line.
 
 Each epoch a kNN probe of the teacher's backbone on the labelled val split (`val/knn_accuracy`, also at
 step 0 for the initial weights) picks the best checkpoint. The teacher's backbone is what later tasks
-take: `task=classify backbone.init_from=<this run>` and `cellexp.tasks.pretrained.pretrained_backbone`.
+take: `task=classify backbone.init_from=<this run>` and `cellexp.loading.pretrained_backbone`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from torch.utils.data import Subset
 from cellexp.data.datamodule import eval_loader, load_crop_data, load_patch_data, train_loader
 from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
-from cellexp.data.transforms import input_transform
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer
-from cellexp.engine.loop import Selection
+from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError
+from cellexp.loading import build_backbone, init_backbone
 from cellexp.models.backbones import PATCH_FAMILIES
-from cellexp.models.dino import Dino, DinoHead
-from cellexp.tasks.classify import log_data_summary, tag_backbone_source
-from cellexp.tasks.pretrained import init_backbone
-from cellexp.tracking import start_tracking
+from cellexp.models.dino import Dino
+from cellexp.reports.data import log_data_summary
+from cellexp.reports.model import parameter_count
+from cellexp.tasks.checks import DINO_HEAD, require_head, require_value
+from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -46,57 +47,53 @@ def run(cfg: DictConfig) -> float:
     _check_options(cfg)
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
-    with accelerator.main_process_first():
-        load = load_patch_data if cfg.dataset.format == "timelapse" else load_crop_data
-        data = load(cfg.dataset, seed=cfg.seed)
-    set_seed(cfg.seed)
-    backbone = _backbone(cfg)
-    source = init_backbone(cfg, backbone)
-    multicrop = _multicrop(cfg, backbone)
-    model = Dino(
-        backbone,
-        DinoHead(backbone.num_features, **ssl.head),
-        global_views=ssl.crops.global_count,
-        student_temp=ssl.student_temp,
-        center_momentum=ssl.teacher.center_momentum,
-        centering=ssl.teacher.centering,
-    )
-    # DINO's recipe: batch statistics over all GPUs. PyTorch syncs batch norm on CUDA only; CPU ranks (gloo)
-    # keep their own.
-    model = sync_batchnorm(model, accelerator, cfg.trainer, default=True)
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optim.optimizer)(params=_param_groups(model.student))
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        log_data_summary(tracker, data, accelerator, run_dir)
+        with accelerator.main_process_first():
+            load = load_patch_data if cfg.dataset.format == "timelapse" else load_crop_data
+            data = load(cfg.dataset, seed=cfg.seed)
+        set_seed(cfg.seed)
+        backbone = _backbone(cfg)
+        source = init_backbone(cfg, backbone)
+        multicrop = _multicrop(cfg, backbone)
+        model = Dino(
+            backbone,
+            instantiate(cfg.head)(backbone.num_features),
+            global_views=ssl.crops.global_count,
+            student_temp=ssl.student_temp,
+            center_momentum=ssl.teacher.center_momentum,
+            centering=ssl.teacher.centering,
+        )
+        # DINO's recipe: batch statistics over all GPUs (PyTorch syncs batch norm on CUDA only).
+        model = sync_batchnorm(model, accelerator, cfg.trainer, default=True)
+        if cfg.trainer.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = instantiate(cfg.optim.optimizer)(params=_param_groups(model.student))
         if accelerator.is_main_process:
+            log_data_summary(tracker, data, run_dir)
             parts = {"backbone": model.student.backbone, "head": model.student.head}
-            tracker.log_metrics({f"model/{k}_params": sum(p.numel() for p in v.parameters()) for k, v in parts.items()})
+            tracker.log_metrics({f"model/{k}_params": parameter_count(v) for k, v in parts.items()})
             tracker.set_tags({"ssl.views": " ".join(str(size) for size in multicrop.sizes)})
         if source is not None:
-            tag_backbone_source(tracker, backbone.init_from, source, accelerator)
+            tracker.set_tags(backbone_source_tags(cfg.backbone.init_from, source))
         knn_cells = ssl.knn.max_cells
         batch, workers = cfg.trainer.eval_batch_size, cfg.trainer.num_workers
         trainer = DinoTrainer(
             accelerator,
             model,
             optimizer,
-            schedules=_schedules(cfg),
-            multicrop=multicrop,
-            eval_transform=input_transform(cfg.dataset),
-            bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
+            scheduler=_schedules(cfg),
             selection=Selection(ssl.optimized_metric, ssl.direction),
             checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
-            seed=cfg.seed,
-            max_epochs=cfg.trainer.max_epochs,
-            grad_clip=cfg.trainer.grad_clip,
+            settings=TrainerSettings.from_config(cfg.trainer, cfg.seed),
+            tracker=tracker,
+            checkpoint_meta=checkpoint_meta(cfg, backbone.input_config, data.class_names),
+            multicrop=multicrop,
+            eval_transform=backbone.input_config.transform(),
+            bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
             freeze_last_layer_epochs=ssl.freeze_last_layer_epochs,
             knn_k=ssl.knn.k,
             knn_temperature=ssl.knn.temperature,
             collapse=CollapseRule(**ssl.collapse),
-            channels_last=cfg.trainer.channels_last,
-            log_metrics=tracker.log_metrics,
-            set_tags=tracker.set_tags,
         )
         resume = trainer.checkpoints.resume_point(cfg.trainer.get("resume"))
         if resume is not None:
@@ -119,6 +116,12 @@ def _check_options(cfg: DictConfig) -> None:
         )
     if cfg.backbone.get("freeze"):
         raise ConfigError("backbone.freeze=true leaves task=ssl nothing to train")
+    require_head(cfg, "task=ssl", DINO_HEAD, "DINO's projection head: head=dino")
+    if not str(cfg.optim.scheduler.get("_target_", "")).endswith("DinoSchedules"):
+        raise ConfigError(
+            f"task=ssl follows DINO's per-step schedules (optim/scheduler=dino), not {cfg.optim.scheduler._target_}"
+        )
+    require_value(cfg, "trainer.early_stopping", (None,), "DINO's schedules span the whole run")
     crops = cfg.task.crops
     if crops.global_count < 1 or crops.local_count < 0 or crops.global_count + crops.local_count < 2:
         raise ConfigError(
@@ -132,7 +135,7 @@ def _backbone(cfg: DictConfig) -> nn.Module:
     backbone_cfg, extra = cfg.backbone, {}
     if backbone_cfg.get("family") in ("vit", "hybrid"):
         extra["kwargs"] = {**(backbone_cfg.get("kwargs") or {}), "dynamic_img_size": True}
-    return instantiate(backbone_cfg, **extra)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
+    return build_backbone(cfg, **extra)
 
 
 def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
@@ -149,15 +152,15 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
         ViewKind(crops.global_count - 1, crops.global_size, tuple(crops.global_scale), blur.other_global),
         ViewKind(crops.local_count, local_size, tuple(crops.local_scale), blur.local),
     ]
-    normalize = cfg.dataset.get("normalize") or {}
+    inputs = backbone.input_config
     multicrop = MultiCrop(
         [kind for kind in kinds if kind.count],
         brightness=augment.brightness,
         contrast=augment.contrast,
         blur_sigma=tuple(augment.blur_sigma),
-        mean=float(normalize.get("mean", 0.5)),
-        std=float(normalize.get("std", 0.25)),
-        in_chans=int(cfg.dataset.in_chans),
+        mean=inputs.mean,
+        std=inputs.std,
+        in_chans=inputs.in_chans,
     )
     _check_sizes(backbone, cfg, sorted(set(multicrop.sizes)))
     return multicrop
@@ -196,13 +199,11 @@ def _param_groups(student: nn.Module) -> list[dict]:
 
 
 def _schedules(cfg: DictConfig) -> DinoSchedules:
-    teacher, schedule, optimizer = cfg.task.teacher, cfg.task.schedule, cfg.optim.optimizer
-    return DinoSchedules(
+    """optim.scheduler's learning-rate and weight-decay schedules, with the teacher's momentum and temperature."""
+    teacher, optimizer = cfg.task.teacher, cfg.optim.optimizer
+    return instantiate(cfg.optim.scheduler)(
         lr=optimizer.lr,
-        min_lr=schedule.min_lr,
-        warmup_epochs=schedule.warmup_epochs,
         weight_decay=optimizer.get("weight_decay", 0.0),
-        weight_decay_end=schedule.weight_decay_end,
         momentum=teacher.momentum,
         momentum_end=teacher.momentum_end,
         teacher_temp=teacher.temp,

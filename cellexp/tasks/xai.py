@@ -22,11 +22,9 @@ xai/compare/<method>/..., xai/<space>/{silhouette, knn_accuracy}.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import logging
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -35,20 +33,18 @@ import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from torch import nn
-from tqdm.auto import tqdm
 
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data
-from cellexp.data.images import UNKNOWN, read_crop_images
-from cellexp.data.sampling import stratified_subset
-from cellexp.data.store import ShardedArray
-from cellexp.data.transforms import BatchTransform, input_transform
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
-from cellexp.models.classifier import CellClassifier
-from cellexp.tasks.trained import load_trained, resolve
+from cellexp.progress import progress
+from cellexp.reports import xai as figures
+from cellexp.reports.tables import write_csv
+from cellexp.reports.xai import truth, write_cells, write_comparison, write_scores
+from cellexp.tasks.checks import refuse_training_keys
 from cellexp.tracking import start_tracking
-from cellexp.xai import figures
 from cellexp.xai.cams import CAM_METHODS, cam_maps
+from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
 from cellexp.xai.embedding import embedding_report
 from cellexp.xai.gradcamo import Scored, per_class, resize_masks, score_batches, summarize
 from cellexp.xai.lime_maps import lime_maps
@@ -59,67 +55,11 @@ log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = (*CAM_METHODS, "lime", "rollout")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-TARGETS: tuple[str, ...] = ("predicted", "true")
-ID_FIELDS: tuple[str, ...] = ("cell", "source_index", "image_file", "annotation_id", "true", "predicted", "confidence")
-
-
-@dataclass
-class Cells:
-    """The explained cells: rows of uint8 crops and 0/1 masks (S, S), read a slice at a time."""
-
-    images: np.ndarray | ShardedArray  # indexable by an array of rows
-    masks: np.ndarray | ShardedArray
-    rows: np.ndarray  # which rows of images and masks, in the order cells are explained
-    labels: np.ndarray  # true class, UNKNOWN where not known
-    sources: list[tuple[str, str, str]]  # (index in the split or "", image file, annotation id or "")
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def known(self) -> np.ndarray:
-        return self.labels != UNKNOWN
-
-    def crops(self, chunk: slice) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.images[self.rows[chunk]]))[:, None]
-
-    def mask(self, chunk: slice) -> np.ndarray:
-        return np.asarray(self.masks[self.rows[chunk]])
-
-
-@dataclass
-class Explained:
-    """One trained model, ready to explain the cells, with its predictions on them."""
-
-    backbone_name: str  # the explained run's backbone and head, as its config groups name them
-    head_name: str
-    model: CellClassifier
-    transform: BatchTransform
-    image_size: int
-    origin: str  # the option that named it, for messages
-    device: torch.device
-    cells: Cells
-    layer_name: str | None = None  # the CAM methods' target layer
-    predicted: np.ndarray | None = None
-    confidence: np.ndarray | None = None
-
-    @property
-    def label(self) -> str:
-        """How figures and logs name the run: backbone/head, e.g. resnet18/elegans or resnet18/linear."""
-        return f"{self.backbone_name}/{self.head_name}"
-
-    def inputs(self, chunk: slice) -> torch.Tensor:
-        """Model inputs for a slice of the cells, made on the device as training makes them."""
-        return self.transform(self.cells.crops(chunk).to(self.device))
-
-    def display(self, index: int) -> np.ndarray:
-        """The cell as the model sees it (resized), back in [0, 1] for drawing."""
-        x = self.inputs(slice(index, index + 1))[0].mean(dim=0)
-        return (x * self.transform.std + self.transform.mean).clamp(0, 1).cpu().numpy()
 
 
 def run(cfg: DictConfig) -> float:
     _check_options(cfg.xai)
+    refuse_training_keys(cfg, "task=xai")
     accelerator = make_accelerator(cfg.trainer)
     if accelerator.num_processes > 1:
         raise ConfigError("task=xai runs in one process: start it with python train.py, not accelerate launch")
@@ -127,16 +67,16 @@ def run(cfg: DictConfig) -> float:
         raise ConfigError("task=xai explains a trained model: give ckpt=<checkpoint, run folder or MLflow run id>")
     set_seed(cfg.seed)
     run_dir, xai = Path(cfg.paths.output_dir), cfg.xai
-    data = load_crop_data(cfg.dataset, seed=cfg.seed)
-    cells = _cells(cfg, data)
-    runs = [_explained(cfg, "ckpt", cfg.ckpt, data, cells, accelerator.device)]
-    if xai.compare_ckpt:
-        runs.append(_explained(cfg, "xai.compare_ckpt", xai.compare_ckpt, data, cells, accelerator.device))
-    for explained in runs:
-        _check_applies(explained, xai)
-    folder = run_dir / "xai"
-    metrics: dict[str, float] = {}
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
+        data = load_crop_data(cfg.dataset, seed=cfg.seed)
+        cells = sample_cells(cfg, data)
+        runs = [load_explained(cfg, "ckpt", cfg.ckpt, data, cells, accelerator.device)]
+        if xai.compare_ckpt:
+            runs.append(load_explained(cfg, "xai.compare_ckpt", xai.compare_ckpt, data, cells, accelerator.device))
+        for explained in runs:
+            _check_applies(explained, xai)
+        folder = run_dir / "xai"
+        metrics: dict[str, float] = {}
         main = runs[0]
         # the explained model's backbone and head, not this config's defaults, so that runs compare by model
         tracker.set_tags(
@@ -149,8 +89,8 @@ def run(cfg: DictConfig) -> float:
             }
         )
         for explained in runs:
-            _predict(explained, xai.batch_size)
-        tracker.log_artifact(_write_cells(folder / "cells.csv", cells, runs[0], data.class_names), "xai")
+            predict(explained, xai.batch_size)
+        tracker.log_artifact(write_cells(folder / "cells.csv", cells, runs[0], data.class_names), "xai")
         if cells.known.any():
             metrics["xai/accuracy"] = float((runs[0].predicted == cells.labels)[cells.known].mean())
             tracker.log_metrics(metrics)
@@ -188,65 +128,10 @@ def _check_options(xai: DictConfig) -> None:
             raise ConfigError(f"xai.methods: unknown method {method!r}; {hint}valid: {', '.join(METHODS)}")
     if xai.split not in SPLITS:
         raise ConfigError(f"xai.split={xai.split!r} is not one of {', '.join(SPLITS)}")
-    if _target(xai) not in TARGETS:
+    if explained_class(xai) not in TARGETS:
         raise ConfigError(f"xai.target={xai.target!r} is not one of {', '.join(TARGETS)}")
     if xai.num_cells is not None and int(xai.num_cells) < 1:
         raise ConfigError(f"xai.num_cells={xai.num_cells} must be at least 1 (or null for the whole split)")
-
-
-def _target(xai: DictConfig) -> str:
-    """Which class the maps explain, predicted or true (Hydra reads `xai.target=true` as a boolean)."""
-    return str(xai.target).lower()
-
-
-def _cells(cfg: DictConfig, data: CropData) -> Cells:
-    xai = cfg.xai
-    if xai.images:
-        found = read_crop_images(list(xai.images), cfg.dataset.crop_size, data.class_names)
-        cells = Cells(
-            found.images,
-            found.masks,
-            np.arange(len(found.paths)),
-            found.labels,
-            [("", str(path), "") for path in found.paths],
-        )
-        if _target(xai) == "true" and not cells.known.all():
-            unknown = [str(p) for p, known in zip(found.paths, cells.known, strict=True) if not known]
-            raise ConfigError(
-                f"xai.target=true needs the true class of every image, but no parent folder names a class "
-                f"({', '.join(data.class_names)}) for: {', '.join(unknown)}; use xai.target=predicted"
-            )
-        return cells
-    dataset = data.splits[xai.split]
-    if not len(dataset):
-        raise ConfigError(f"xai.split={xai.split} has no cells in this dataset")
-    picked = stratified_subset(dataset.labels, xai.num_cells, cfg.seed)
-    rows = dataset.indices[picked]
-    manifest = data.store.manifest(xai.split)
-    return Cells(
-        data.store.images(xai.split),
-        data.store.masks(xai.split),
-        rows,
-        dataset.labels[picked],  # relabelled when dataset.cell_lines keeps some lines only
-        [(str(i), manifest[i]["image_file"], manifest[i]["annotation_id"]) for i in rows],
-    )
-
-
-def _explained(cfg: DictConfig, key: str, spec: str, data: CropData, cells: Cells, device: torch.device) -> Explained:
-    source = resolve(cfg, spec, option=key)
-    model = load_trained(source, num_classes=len(data.class_names)).to(device)
-    image_size = int(source.config.dataset.image_size)
-    backbone, head = source.config.backbone, source.config.head
-    return Explained(
-        backbone_name=backbone.get("model_name", backbone.family),
-        head_name=head.get("graph") or head._target_.rsplit(".", 1)[-1].removesuffix("Head").lower(),
-        model=model,
-        transform=input_transform(source.config.dataset),
-        image_size=image_size,
-        origin=f"{key}={spec}",
-        device=device,
-        cells=cells,
-    )
 
 
 def _check_applies(explained: Explained, xai: DictConfig) -> None:
@@ -257,15 +142,6 @@ def _check_applies(explained: Explained, xai: DictConfig) -> None:
         log.info("xai on %s: CAM target layer %s", explained.label, explained.layer_name)
     if "rollout" in xai.methods:
         check_rollout(explained.model.backbone, explained.origin, xai.rollout.mode, xai.rollout.head_fusion)
-
-
-@torch.no_grad()
-def _predict(explained: Explained, batch_size: int) -> None:
-    probabilities = []
-    for start in range(0, len(explained.cells), batch_size):
-        probabilities.append(explained.model(explained.inputs(slice(start, start + batch_size))).softmax(dim=1).cpu())
-    confidence, predicted = torch.cat(probabilities).max(dim=1)
-    explained.confidence, explained.predicted = confidence.numpy(), predicted.numpy()
 
 
 def _maps(method: str, explained: Explained, targets: np.ndarray, xai: DictConfig, seed: int) -> Iterator[np.ndarray]:
@@ -324,7 +200,7 @@ def _explain_method(
     saved = folder / "maps.npy" if xai.save_maps else None
     scored = _score(method, main, xai, seed, keep=groups, lowest=xai.grid_cells, save=saved)
     metrics = _method_metrics(f"xai/{key}", scored, cells, main.predicted, class_names, xai.threshold)
-    _write_scores(folder, cells, main, class_names, scored.scores, xai.threshold)
+    write_scores(folder, cells, main, class_names, scored.scores, xai.threshold)
     correct = (main.predicted == cells.labels) if cells.known.all() else None
     figures.histogram(
         folder / "gradcamo_hist.png",
@@ -340,7 +216,7 @@ def _explain_method(
     figures.cell_grid(
         folder / "grid.png",
         [_view(main, scored, class_names, i, group) for i, group in shown],
-        f"{method} on {main.label} ({_target(xai)} class); cyan: the cell's mask",
+        f"{method} on {main.label} ({explained_class(xai)} class); cyan: the cell's mask",
         xai.image_weight,
     )
     if len(runs) > 1:
@@ -349,11 +225,11 @@ def _explain_method(
         metrics.update(
             _method_metrics(f"xai/compare/{key}", other_scored, cells, other.predicted, class_names, xai.threshold)
         )
-        _write_comparison(folder / "compare.csv", cells, runs, class_names, [scored.scores, other_scored.scores])
+        write_comparison(folder / "compare.csv", cells, runs, class_names, [scored.scores, other_scored.scores])
         figures.comparison_grid(
             folder / "compare.png",
             [run.label for run in runs],
-            [f"{group}\ntrue {_truth(cells, class_names, i)}" for i, group in shown],
+            [f"{group}\ntrue {truth(cells, class_names, i)}" for i, group in shown],
             [
                 [_view(main, scored, class_names, i) for i, _ in shown],
                 [_view(other, other_scored, class_names, i) for i, _ in shown],
@@ -369,7 +245,7 @@ def _score(
 ) -> Scored:
     """Grad-CAMO of every cell for one run, keeping the maps of `keep` and of the `lowest` scores."""
     cells = explained.cells
-    targets = cells.labels if _target(xai) == "true" else explained.predicted
+    targets = cells.labels if explained_class(xai) == "true" else explained.predicted
     return score_batches(
         _maps(method, explained, targets, xai, seed),
         cells.mask,
@@ -423,7 +299,7 @@ def _view(
     score = f"{scored.scores[index]:.2f}" if np.isfinite(scored.scores[index]) else "n/a (empty map)"
     caption = f"pred {class_names[explained.predicted[index]]}\nGrad-CAMO {score}"
     if group is not None:
-        caption = f"{group}\ntrue {_truth(cells, class_names, index)} / {caption}"
+        caption = f"{group}\ntrue {truth(cells, class_names, index)} / {caption}"
     return figures.CellView(
         image=explained.display(index),
         mask=resize_masks(cells.mask(slice(index, index + 1)), cam.shape)[0],
@@ -431,58 +307,6 @@ def _view(
         caption=caption,
         correct=bool(explained.predicted[index] == cells.labels[index]) if cells.known[index] else None,
     )
-
-
-def _truth(cells: Cells, class_names: list[str], index: int, unknown: str = "?") -> str:
-    return class_names[cells.labels[index]] if cells.known[index] else unknown
-
-
-def _id_row(cells: Cells, explained: Explained, class_names: list[str], i: int) -> list:
-    return [
-        i,
-        *cells.sources[i],
-        _truth(cells, class_names, i, unknown=""),
-        class_names[explained.predicted[i]],
-        float(explained.confidence[i]),
-    ]
-
-
-def _write_cells(path: Path, cells: Cells, explained: Explained, class_names: list[str]) -> Path:
-    return _write_csv(path, ID_FIELDS, [_id_row(cells, explained, class_names, i) for i in range(len(cells))])
-
-
-def _write_scores(
-    folder: Path, cells: Cells, explained: Explained, class_names: list[str], scores: np.ndarray, threshold: float
-) -> None:
-    rows = [[*_id_row(cells, explained, class_names, i), scores[i]] for i in range(len(scores))]
-    _write_csv(folder / "gradcamo.csv", [*ID_FIELDS, "gradcamo"], rows)
-    table = per_class(scores, cells.labels, class_names, threshold)
-    _write_csv(folder / "per_class.csv", list(table[0]), [list(row.values()) for row in table])
-    right = cells.known & (explained.predicted == cells.labels) & (scores < threshold)
-    order = [i for i in np.argsort(scores) if right[i]]
-    _write_csv(folder / "right_but_outside.csv", [*ID_FIELDS, "gradcamo"], [rows[i] for i in order])
-
-
-def _write_comparison(
-    path: Path, cells: Cells, runs: list[Explained], class_names: list[str], scores: list[np.ndarray]
-) -> None:
-    header = ["cell", "source_index", "image_file", "annotation_id", "true"]
-    header += [f"{field} {run.label}" for run in runs for field in ("predicted", "gradcamo")]
-    rows = [
-        [i, *cells.sources[i], _truth(cells, class_names, i, unknown="")]
-        + [value for run, s in zip(runs, scores, strict=True) for value in (class_names[run.predicted[i]], s[i])]
-        for i in range(len(cells))
-    ]
-    _write_csv(path, header, rows)
-
-
-def _write_csv(path: Path, header, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows([f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows)
-    return path
 
 
 @torch.no_grad()
@@ -502,7 +326,7 @@ def _embeddings(explained: Explained, data: CropData, cfg: DictConfig, out: Path
         log.info("xai.head_state: the head has a single Linear layer, whose input is the embedding itself")
     loader = eval_loader(dataset, cfg.trainer.eval_batch_size, cfg.trainer.num_workers)
     try:
-        for crops, _ in tqdm(loader, desc="xai embeddings", unit="batch", leave=False):
+        for crops, _ in progress(loader, desc="xai embeddings", unit="batch"):
             embedding = model.backbone(explained.transform(crops.to(explained.device)))
             spaces["embedding"].append(embedding.float().cpu())
             if hooks:
@@ -524,7 +348,7 @@ def _embeddings(explained: Explained, data: CropData, cfg: DictConfig, out: Path
             f"silhouette {values['silhouette']:.3f}, {xai.knn_k}-NN accuracy {values['knn_accuracy']:.3f}"
         )
         figures.umap_scatter(out / "umap" / f"{space}.png", coords, labels, data.class_names, title)
-        _write_csv(
+        write_csv(
             out / "umap" / f"{space}.csv",
             ["source_index", "class", "umap_x", "umap_y"],
             [

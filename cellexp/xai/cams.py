@@ -18,8 +18,8 @@ from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
-from tqdm.auto import tqdm
 
+from cellexp.progress import progress
 from cellexp.xai.quiet import library_bars_off
 
 CAM_METHODS: dict[str, type[BaseCAM]] = {
@@ -71,7 +71,7 @@ def cam_maps(
     try:
         with (
             library_bars_off(score_cam, ablation_cam),
-            tqdm(total=len(targets), desc=f"xai {method}", unit="cell", leave=False) as bar,
+            progress(total=len(targets), desc=f"xai {method}", unit="cell") as bar,
         ):
             for start in range(0, len(targets), batch_size):
                 chunk = slice(start, start + batch_size)

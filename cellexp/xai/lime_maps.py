@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from lime import lime_image
 from skimage.segmentation import slic
-from tqdm.auto import tqdm
 
+from cellexp.progress import progress
 from cellexp.xai.quiet import library_bars_off
 
 # SLIC on one channel in [0, 1]: a low compactness lets superpixels follow the cell's edge.
@@ -47,7 +47,7 @@ def lime_maps(
     """
     explainer = lime_image.LimeImageExplainer(random_state=seed)
     with library_bars_off(lime_image):
-        for i in tqdm(range(len(targets)), desc="xai lime", unit="cell", leave=False):
+        for i in progress(range(len(targets)), desc="xai lime", unit="cell"):
             target = int(targets[i])
             explanation = explainer.explain_instance(
                 inputs(slice(i, i + 1))[0].permute(1, 2, 0).double().cpu().numpy(),

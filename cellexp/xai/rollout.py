@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cellexp.errors import ConfigError
+from cellexp.progress import progress
 from cellexp.xai.targets import token_grid
 
 MODES: tuple[str, ...] = ("all", "last", "mean")
@@ -97,7 +97,7 @@ def rollout_maps(
     class_token = getattr(backbone, "global_pool", "token") == "token" and prefix > 0
     with (
         captured_attention(backbone) as attentions,
-        tqdm(total=count, desc="xai rollout", unit="cell", leave=False) as bar,
+        progress(total=count, desc="xai rollout", unit="cell") as bar,
     ):
         for start in range(0, count, batch_size):
             attentions.clear()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from cellexp.data.store import CropStore
+
+log = logging.getLogger(__name__)
 
 EXAMPLES_PER_CLASS = 8
 OUTLINE = np.array([228, 87, 86], dtype=np.uint8)
@@ -77,3 +81,15 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
     return inner
+
+
+def log_data_summary(tracker, data, run_dir: Path) -> None:
+    """Crops per split, failed images (logged by name) and the summary figure, for the run's record."""
+    summary = data.store.summary
+    counts = {f"data/{split}_crops": len(ds) for split, ds in data.splits.items()}
+    tracker.log_metrics({**counts, "data/images_failed": len(summary["failed_images"])})
+    tracker.log_artifact(data.store.write_summary(run_dir / "data" / "summary.json"), "data")
+    shown = next(iter(data.store.splits))  # train, or a patch store's one split
+    tracker.log_artifact(shutil.copy(store_summary_figure(data.store, shown), run_dir / "data" / "summary.png"), "data")
+    for failure in summary["failed_images"]:
+        log.warning("image skipped during preparation: %s (%s)", failure["image"], failure["reason"])

@@ -13,6 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 
+from cellexp.reports.tables import write_csv  # noqa: E402
+from cellexp.xai.cells import Cells, Explained  # noqa: E402
+from cellexp.xai.gradcamo import per_class  # noqa: E402
+
 OUTLINE = "cyan"
 PER_ROW = 4  # cells per row of a grid, two panels each
 
@@ -130,3 +134,51 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+ID_FIELDS: tuple[str, ...] = ("cell", "source_index", "image_file", "annotation_id", "true", "predicted", "confidence")
+
+
+def truth(cells: Cells, class_names: list[str], index: int, unknown: str = "?") -> str:
+    return class_names[cells.labels[index]] if cells.known[index] else unknown
+
+
+def id_row(cells: Cells, explained: Explained, class_names: list[str], i: int) -> list:
+    return [
+        i,
+        *cells.sources[i],
+        truth(cells, class_names, i, unknown=""),
+        class_names[explained.predicted[i]],
+        float(explained.confidence[i]),
+    ]
+
+
+def write_cells(path: Path, cells: Cells, explained: Explained, class_names: list[str]) -> Path:
+    return write_csv(path, ID_FIELDS, [id_row(cells, explained, class_names, i) for i in range(len(cells))])
+
+
+def write_scores(
+    folder: Path, cells: Cells, explained: Explained, class_names: list[str], scores: np.ndarray, threshold: float
+) -> None:
+    rows = [[*id_row(cells, explained, class_names, i), scores[i]] for i in range(len(scores))]
+    write_csv(folder / "gradcamo.csv", [*ID_FIELDS, "gradcamo"], rows)
+    table = per_class(scores, cells.labels, class_names, threshold)
+    write_csv(folder / "per_class.csv", list(table[0]), [list(row.values()) for row in table])
+    right = cells.known & (explained.predicted == cells.labels) & (scores < threshold)
+    order = [i for i in np.argsort(scores) if right[i]]
+    write_csv(folder / "right_but_outside.csv", [*ID_FIELDS, "gradcamo"], [rows[i] for i in order])
+
+
+def write_comparison(
+    path: Path, cells: Cells, runs: list[Explained], class_names: list[str], scores: list[np.ndarray]
+) -> None:
+    header = ["cell", "source_index", "image_file", "annotation_id", "true"]
+    header += [f"{field} {run.label}" for run in runs for field in ("predicted", "gradcamo")]
+    rows = [
+        [i, *cells.sources[i], truth(cells, class_names, i, unknown="")]
+        + [value for run, s in zip(runs, scores, strict=True) for value in (class_names[run.predicted[i]], s[i])]
+        for i in range(len(cells))
+    ]
+    write_csv(path, header, rows)

@@ -1,0 +1,241 @@
+"""Models from configs and from other runs: `ckpt=`, `backbone.init_from=` and a task's trained model, in one place.
+
+`ckpt=` (and every option like it) takes a checkpoint folder or its `model.safetensors`, a run folder (its
+`checkpoints/best`) or an MLflow run id (the run's folder if it is still on disk, else its artifacts). The model is
+rebuilt from that run's own config, which is checked first: only the `_target_`s that cellexp's own configs name
+can be instantiated from it, so a checkpoint from someone else never runs code. Weights load from safetensors.
+
+Built models carry their input config (`backbone.input_config`: size, channels, normalisation), from which every
+transform is made; checkpoints record it. A ViT trained at another image size gets its position embedding
+resampled to the new patch grid, as timm does for pretrained weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from cellexp.config import project_root
+from cellexp.data.transforms import InputConfig
+from cellexp.engine.checkpoint import BEST, MODEL_FILE, load_model_state
+from cellexp.errors import CheckpointError
+from cellexp.models.classifier import CellClassifier
+
+RUN_CONFIG = "config.yaml"
+_MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# Where a checkpoint keeps its backbone, in order of preference: a task=ssl run's teacher, a classifier's.
+BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    folder: Path  # holds model.safetensors
+    config: DictConfig  # the resolved config of the run that wrote it, checked by `check_targets`
+
+
+# ------------------------------------------------------------------------------------------------- building
+
+
+def build_backbone(cfg: DictConfig, **options) -> nn.Module:
+    """The configured backbone, carrying the input config that `cfg.dataset` describes."""
+    backbone = instantiate(cfg.backbone, **options)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
+    backbone.input_config = InputConfig.from_dataset(cfg.dataset)
+    return backbone
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
+    """Backbone plus the configured head, sized to the backbone's embedding."""
+    backbone = build_backbone(cfg)
+    head = instantiate(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
+    return CellClassifier(backbone, head)
+
+
+def load_weights(model: nn.Module, folder: Path) -> None:
+    try:
+        model.load_state_dict(load_model_state(folder))
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit the model built from its config: "
+            f"{lines[1].strip() if len(lines) > 1 else err}"
+        ) from None
+
+
+def load_trained(source: ResolvedCheckpoint, num_classes: int) -> CellClassifier:
+    """The model `source` was trained as, built from its run's config, with its weights, in eval mode."""
+    model = build_model(source.config, num_classes)
+    load_weights(model, source.folder)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------- resolving
+
+
+def resolve(cfg: DictConfig, spec: str, option: str = "ckpt") -> ResolvedCheckpoint:
+    """A `ckpt=`-style spec found through this run's logger settings; errors name `option`, the key it came from."""
+    return resolve_checkpoint(spec, cfg.logger, Path(cfg.paths.cache_dir), option=option)
+
+
+def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path, option: str = "ckpt") -> ResolvedCheckpoint:
+    path = Path(str(spec)).expanduser()
+    if path.exists():
+        folder = _checkpoint_folder(path, option)
+        return ResolvedCheckpoint(folder, _run_config(folder, option))
+    if _MLFLOW_RUN_ID.match(str(spec)):
+        return _from_mlflow(str(spec), logger_cfg, cache_dir, option)
+    raise CheckpointError(
+        f"{option}={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
+    )
+
+
+def _checkpoint_folder(path: Path, option: str) -> Path:
+    if path.is_file():
+        if path.name != MODEL_FILE:
+            raise CheckpointError(f"{option}={path} is not a {MODEL_FILE} file")
+        return path.parent
+    for candidate in (path, path / BEST, path / "checkpoints" / BEST):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    raise CheckpointError(f"{option}={path}: no {MODEL_FILE} in it, nor in {BEST}/ or checkpoints/{BEST}/ below it")
+
+
+def _run_config(folder: Path, option: str) -> DictConfig:
+    """The run's resolved config, from the nearest folder above the checkpoint that has one, checked."""
+    for parent in (folder, *folder.parents):
+        if (parent / RUN_CONFIG).is_file():
+            return load_run_config(parent / RUN_CONFIG, option)
+    raise CheckpointError(f"no {RUN_CONFIG} in {folder} or any folder above it: cannot tell which model it holds")
+
+
+def load_run_config(path: Path, option: str = "ckpt") -> DictConfig:
+    try:
+        config = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as err:
+        raise CheckpointError(f"{option}: {path} is not a readable config ({type(err).__name__}: {err})") from None
+    if not isinstance(config, DictConfig):
+        raise CheckpointError(f"{option}: {path} does not hold a config mapping")
+    check_targets(config, f"{option}: {path}")
+    return config
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_targets() -> frozenset[str]:
+    """Every `_target_` that cellexp's own configs (conf/) name: what a loaded config may instantiate."""
+    pattern = re.compile(r"^\s*_target_:\s*([\w.]+)\s*$", re.MULTILINE)
+    conf = Path(project_root()) / "conf"
+    return frozenset(match for path in conf.rglob("*.yaml") for match in pattern.findall(path.read_text()))
+
+
+def check_targets(config: DictConfig, origin: str) -> None:
+    """Refuse a config that would instantiate anything cellexp does not ship, before anything is built."""
+    allowed = shipped_targets()
+
+    def visit(node, where: str) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if target is not None and str(target) not in allowed:
+                raise CheckpointError(
+                    f"{origin} names _target_ {target!r} at {where or 'the top'}, which no cellexp config ships: "
+                    "refusing to build anything from it (a config from elsewhere could run code)"
+                )
+            for key, value in node.items():
+                visit(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                visit(value, f"{where}[{i}]")
+
+    visit(OmegaConf.to_container(config, resolve=False), "")
+
+
+def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: str) -> ResolvedCheckpoint:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from cellexp.tracking import configure_mlflow
+
+    configure_mlflow(logger_cfg)
+    try:
+        run = mlflow.get_run(run_id)
+    except MlflowException as err:
+        raise CheckpointError(
+            f"{option}={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
+        ) from None
+    local = Path(run.data.tags.get("run_dir", ""))
+    if run.data.tags.get("run_dir") and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
+        return ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option))
+    target = cache_dir / "mlflow_checkpoints" / run_id
+    try:
+        download = mlflow.artifacts.download_artifacts
+        folder = Path(download(run_id=run_id, artifact_path=f"checkpoints/{BEST}", dst_path=str(target)))
+        config = Path(download(run_id=run_id, artifact_path=RUN_CONFIG, dst_path=str(target)))
+    except (MlflowException, OSError) as err:
+        raise CheckpointError(
+            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
+        ) from None
+    return ResolvedCheckpoint(folder, load_run_config(config, option))
+
+
+# ---------------------------------------------------------------------------------------- other runs' backbones
+
+
+def init_backbone(cfg: DictConfig, backbone: nn.Module) -> ResolvedCheckpoint | None:
+    """Load the weights `backbone.init_from` names into `backbone`, built from `cfg`; the source, for the record."""
+    spec = cfg.backbone.get("init_from")
+    if not spec:
+        return None
+    source = resolve(cfg, spec, option="backbone.init_from")
+    built = (cfg.backbone.get("model_name"), cfg.dataset.in_chans)
+    load_backbone(backbone, source, f"backbone.init_from={spec}", built)
+    return source
+
+
+def pretrained_backbone(cfg: DictConfig, spec: str, option: str = "ckpt") -> tuple[nn.Module, ResolvedCheckpoint]:
+    """The backbone a checkpoint holds, rebuilt from its own run's config (with that run's input config), with its
+    weights, in eval mode: for tasks that embed cells with a trained backbone (the MIL task's `ckpt=`)."""
+    source = resolve(cfg, spec, option=option)
+    run = source.config
+    backbone = build_backbone(run)
+    load_backbone(backbone, source, f"{option}={spec}", (run.backbone.get("model_name"), run.dataset.in_chans))
+    return backbone.eval(), source
+
+
+def backbone_weights(folder: Path, option: str) -> dict[str, torch.Tensor]:
+    """The backbone's tensors in a checkpoint, keyed as in the backbone itself."""
+    state = load_model_state(folder)
+    for prefix in BACKBONE_PREFIXES:
+        found = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+        if found:
+            return found
+    raise CheckpointError(f"{option}: {folder} holds no backbone (no weights under {' or '.join(BACKBONE_PREFIXES)})")
+
+
+def load_backbone(backbone: nn.Module, source: ResolvedCheckpoint, option: str, built: tuple[str, int]) -> None:
+    """Copy the checkpoint's backbone into `backbone` (built as `built` = (model name, input channels))."""
+    weights = _fit_position_embedding(backbone, backbone_weights(source.folder, option))
+    try:
+        backbone.load_state_dict(weights)
+    except RuntimeError as err:
+        theirs = (source.config.backbone.get("model_name"), source.config.dataset.get("in_chans"))
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise CheckpointError(
+            f"{option}: its backbone ({theirs[0]}, {theirs[1]} input channels, from {source.folder}) does not fit "
+            f"this run's ({built[0]}, {built[1]} input channels): {lines[1] if len(lines) > 1 else lines[0]}"
+        ) from None
+
+
+def _fit_position_embedding(backbone: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    ours, theirs = getattr(backbone, "pos_embed", None), weights.get("pos_embed")
+    if ours is None or theirs is None or theirs.shape == ours.shape or theirs.shape[-1] != ours.shape[-1]:
+        return weights
+    prefix = 0 if getattr(backbone, "no_embed_class", False) else backbone.num_prefix_tokens
+    resampled = resample_abs_pos_embed(theirs, new_size=list(backbone.patch_embed.grid_size), num_prefix_tokens=prefix)
+    return {**weights, "pos_embed": resampled}
