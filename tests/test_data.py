@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cellexp.data import prepare
 from cellexp.data.coco import load_coco
-from cellexp.data.crops import cut_cell, square_mask
-from cellexp.data.datamodule import load_crop_data
+from cellexp.data.crops import cell_box, cell_mask, context_cell, cut_cell, square_mask
+from cellexp.data.datamodule import _context_margin, load_crop_data
 from cellexp.data.livecell import image_file_name, parse_image_name
-from cellexp.data.prepare import CropSettings, SplitSource, prepare_crop_store
+from cellexp.data.prepare import CropSettings, SplitSource, prepare_crop_store, split_key
 from cellexp.data.sampling import BalancedSampler
 from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.store import SplitStore
@@ -89,6 +90,43 @@ def test_cut_cell_keeps_the_cell_and_blacks_out_the_rest():
     assert (crop[mask == 0] == 0).all() and (crop[mask == 1] == 100).all()
     assert 0.4 < mask.mean() < 0.6  # a right triangle fills half of its box
     assert mask[5, 5] == 1 and mask[58, 58] == 0  # the corner at the origin is inside, the opposite one is not
+
+
+def test_a_context_crop_keeps_the_surroundings_as_imaged_and_the_cells_own_mask():
+    """Grad-CAMO needs something outside the cell to look at: a neighbour, the background."""
+    image = (np.arange(60 * 60).reshape(60, 60) % 200 + 20).astype(np.uint8)  # no pixel is 0
+    square = [[20.0, 20.0, 40.0, 20.0, 40.0, 40.0, 20.0, 40.0]]  # a 20 x 20 cell at (20, 20)
+    box = cell_box([20, 20, 20, 20], 60, 60)
+    crop, mask = context_cell(image, cell_mask(square, box), box, size=40, margin=0.5)
+    assert crop.shape == mask.shape == (40, 40)
+    # the window is 40 px (20 x (1 + 2 x 0.5)) around the cell: rows and columns 10..50, one pixel per pixel
+    assert np.array_equal(crop, image[10:50, 10:50])
+    expected = np.zeros((40, 40), np.uint8)
+    expected[10:30, 10:30] = 1
+    assert np.array_equal(mask, expected)
+    assert (crop[mask == 0] > 0).all()  # outside the cell is what was imaged, not black
+    # at the image's edge the window reaches beyond it: zeros there
+    corner = [[0.0, 0.0, 10.0, 0.0, 10.0, 10.0, 0.0, 10.0]]
+    box = cell_box([0, 0, 10, 10], 60, 60)
+    crop, mask = context_cell(image, cell_mask(corner, box), box, size=30, margin=1.0)
+    assert (crop[:10] == 0).all() and (crop[:, :10] == 0).all() and (crop[10:, 10:] > 0).all()
+    assert mask[10:20, 10:20].all() and mask.sum() == 100
+
+
+def test_context_crops_are_their_own_store_and_refused_for_published_crops():
+    assert _context_margin(OmegaConf.create({"format": "livecell", "context_margin": 0.5})) == 0.5
+    with pytest.raises(ConfigError, match="dataset.context_margin: LIVECell-CLS"):
+        _context_margin(OmegaConf.create({"format": "livecell_cls", "context_margin": 0.5}))
+    with pytest.raises(ConfigError, match="dataset.context_margin"):
+        _context_margin(OmegaConf.create({"format": "livecell", "context_margin": -1}))
+    plain, context = CropSettings(crop_size=32), CropSettings(crop_size=32, context_margin=0.5)
+    source = _FakeSource()
+    assert split_key("train", source, plain) != split_key("train", source, context)
+
+
+class _FakeSource:
+    def identity(self) -> dict:
+        return {"files": []}
 
 
 SPLITS = ("train", "val", "test")
@@ -320,3 +358,23 @@ def test_batch_affine_and_jitter_keep_the_background_black_and_only_act_in_train
     cell_means = [(o[o > black + 1e-4]).mean().item() for o in out]
     assert max(cell_means) - min(cell_means) > 0.1  # brightness differs from crop to crop
     assert torch.equal(transform.eval()(crops), BatchTransform(image_size=24)(crops))
+
+
+def test_flip_prob_flips_without_turning_and_jitter_prob_spares_a_share_of_the_crops():
+    """CLANet's DINO views: vertical and horizontal flips, each with a chance, no turns; jitter half the time."""
+    crops = torch.randint(1, 256, (400, 1, 6, 6), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    plain = BatchTransform(image_size=6)(crops)
+    torch.manual_seed(0)
+    out = BatchTransform(image_size=6, augment=True, flip_prob=0.3).train()(crops)
+    orientations = [plain, plain.flip(-2), plain.flip(-1), plain.flip(-2).flip(-1)]
+    which = torch.stack([(out == o).flatten(1).all(1) for o in orientations], 1)
+    assert which.any(1).all()  # every crop is one of the 4 flips: never transposed
+    unflipped = which[:, 0].float().mean().item()
+    assert abs(unflipped - 0.7 * 0.7) < 0.08
+    assert torch.equal(BatchTransform(image_size=6, augment=True, flip_prob=0.0).train()(crops), plain)
+    jitter = BatchTransform(image_size=6, augment=True, flip_prob=0.0, brightness=0.5, contrast=0.5, jitter_prob=0.5)
+    torch.manual_seed(1)
+    unchanged = (jitter.train()(crops) == plain).flatten(1).all(1).float().mean().item()
+    assert abs(unchanged - 0.5) < 0.1
+    with pytest.raises(ValueError, match="flip_prob"):
+        BatchTransform(image_size=6, augment=True, flip_prob=0.3, degrees=10)

@@ -63,6 +63,30 @@ def test_metrics_over_a_whole_split_match_a_hand_count():
     assert confusion_matrix(logits, targets, 3).tolist() == [[3, 1, 0], [0, 2, 0], [1, 0, 1]]
 
 
+def test_auroc_and_balanced_accuracy_are_over_the_classes_present_as_scikit_learn_has_them():
+    """A split without some classes (a subset of lines, a small val split) must not score them 0 and average that in."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from cellexp.mil.metrics import ranking_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.tensor([0, 0, 0, 1, 1, 1, 3, 3, 3, 3])  # classes 2 and 4 absent
+    logits = torch.randn(10, 5, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 5)
+    probs = logits.softmax(1)
+    y, p = targets.numpy(), probs.numpy()
+    expected_auc = sum(roc_auc_score(y == c, p[:, c]) for c in (0, 1, 3)) / 3
+    metrics = classification_metrics(logits, targets, list("abcde"))
+    assert metrics["auroc"] == pytest.approx(expected_auc, abs=1e-6)
+    assert metrics["classes_present"] == 3
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)), abs=1e-6)
+    assert "recall/c" not in metrics and "recall/d" in metrics
+    assert ranking_metrics(probs, targets, 5)["auc"] == pytest.approx(expected_auc, abs=1e-6)
+    # what the torchmetrics macro average gave: the absent classes in at 0
+    from torchmetrics.functional.classification import multiclass_auroc
+
+    assert multiclass_auroc(probs, targets, 5, average="macro").item() < expected_auc - 0.3
+
+
 def test_unknown_precision_is_named():
     with pytest.raises(ConfigError, match="trainer.precision='fp8'"):
         make_accelerator(OmegaConf.create({"precision": "fp8", "cpu": True, "grad_accum_steps": 1, "compile": False}))

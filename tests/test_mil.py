@@ -18,12 +18,13 @@ from safetensors.torch import load_file
 import cellexp
 from cellexp.data.bags import dataset_root, load_bags
 from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patches
-from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan, segment_sample
+from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan
 from cellexp.data.timelapse_synthetic import generate_timelapse
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError
 from cellexp.mil.embeddings import embed_store, patch_embeddings
+from cellexp.mil.tss import segment_sample
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from tests.conftest import tracked_run
 
@@ -97,9 +98,9 @@ def test_scan_groups_sequences_by_time_and_names_what_it_skips(tmp_path):
     frames, failed = scan(tmp_path)
     assert [f["image"] for f in failed] == ["A/batch_1/notes.png"]
     sequences, skipped = group_sequences(frames, min_frames=2)
-    assert [s.key for s in sequences] == ["A/batch_1/D1", "A/batch_2/D1"]
+    assert [s.key for s in sequences] == ["A/batch_1/VID1709_D1_1", "A/batch_2/VID1710_D1_1"]
     assert sequences[0].hours.tolist() == [2.0, 10.0, 24.0]
-    assert skipped == [{"sequence": "A/batch_1/D11", "reason": "1 images, fewer than 2"}]
+    assert skipped == [{"sequence": "A/batch_1/VID1709_D11_1", "reason": "1 images, fewer than 2"}]
 
 
 def _sequences(lines=6, batches=4, wells=("D1", "D11", "B1", "B11")):

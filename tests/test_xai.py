@@ -76,16 +76,19 @@ def _inputs(crops: torch.Tensor, size: int = SIZE):
     return lambda chunk: transform(crops[chunk])
 
 
-def _check_maps(maps: np.ndarray, count: int = CELLS) -> None:
+def _check_maps(maps: np.ndarray, count: int = CELLS, scaled: bool = True) -> None:
     assert maps.shape == (count, SIZE, SIZE)
-    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    assert np.isfinite(maps).all() and maps.min() >= 0
+    if scaled:
+        assert maps.max() <= 1 + 1e-6
 
 
-def _cams(model, crops, method="gradcam", batch_size=BATCH, size=SIZE) -> np.ndarray:
+def _cams(model, crops, method="gradcam", batch_size=BATCH, size=SIZE, cam_map="normalized") -> np.ndarray:
     layer = find_layer(model, default_target_layer(model, size))
     targets = np.arange(len(crops)) % 8
     reshape = reshape_transform(model.backbone, size)
-    return np.concatenate(list(cam_maps(method, model, layer, reshape, _inputs(crops, size), targets, batch_size)))
+    maps = cam_maps(method, model, layer, reshape, _inputs(crops, size), targets, batch_size, cam_map=cam_map)
+    return np.concatenate(list(maps))
 
 
 # Grad-CAMO
@@ -144,8 +147,53 @@ def test_every_cam_method_gives_finite_maps_of_the_input_size(loaded, kind, meth
     if method in ("scorecam", "ablationcam"):
         # one forward pass per channel batch per image: two cells and whole-layer channel batches keep it quick
         _check_maps(_cams(model, crops[:2], method, batch_size=256), count=2)
+        _check_maps(_cams(model, crops[:2], method, batch_size=256, cam_map="raw"), count=2, scaled=False)
     else:
         _check_maps(_cams(model, crops, method))
+        _check_maps(_cams(model, crops, method, cam_map="raw"), scaled=False)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "hirescam", "xgradcam"])
+def test_raw_maps_are_the_library_maps_before_its_min_max_scaling(loaded, method):
+    """Ours: relu(get_cam_image), resized. The library then min-max scales per image: undo nothing, redo that."""
+    model, crops = loaded["cnn"]
+    raw = _cams(model, crops, method, cam_map="raw")
+    lowest, highest = raw.min((1, 2), keepdims=True), raw.max((1, 2), keepdims=True)
+    rescaled = (raw - lowest) / (highest - lowest + 1e-7)
+    np.testing.assert_allclose(rescaled, _cams(model, crops, method), atol=2e-3)
+
+
+def test_gradcamo_of_a_raw_map_with_a_floor_is_its_raw_share_not_the_min_max_share():
+    """A 4x4 activation with a positive floor: Grad-CAM at a GAP + linear head is the activation itself (over 16), so
+    the raw share is that of the activation; min-max scaling removes the floor and inflates the share."""
+    activation = torch.ones(1, 1, 4, 4)
+    activation[0, 0, 1:3, 1:3] = 4.0  # the cell: 4 of 16 pixels, 16 of the map's 28 units of mass
+    mask = np.zeros((1, 4, 4), np.uint8)
+    mask[0, 1:3, 1:3] = 1
+    layer = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        layer.weight.fill_(1.0), layer.bias.zero_()
+    model = torch.nn.Sequential(layer, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 2))
+    targets = np.zeros(1, np.int64)
+    with torch.no_grad():
+        model[3].weight.copy_(torch.tensor([[1.0], [-1.0]])), model[3].bias.zero_()
+
+    def maps(cam_map):
+        return next(cam_maps("gradcam", model, layer, None, lambda chunk: activation, targets, 1, cam_map=cam_map))
+
+    assert gradcamo(maps("raw"), mask)[0] == pytest.approx(16 / 28, abs=1e-6)
+    assert gradcamo(maps("normalized"), mask)[0] == pytest.approx(1.0, abs=1e-6)  # the floor scaled away
+
+
+def test_raw_maps_refuse_aug_smooth_and_fullgrad_falls_back_by_name(caplog):
+    from cellexp.xai.cams import map_kind
+
+    with pytest.raises(ConfigError, match="xai.aug_smooth.*xai.cam_map=normalized"):
+        map_kind("gradcam", "raw", aug_smooth=True)
+    with pytest.raises(ConfigError, match="xai.cam_map='unscaled'"):
+        map_kind("gradcam", "unscaled", aug_smooth=False)
+    assert map_kind("fullgrad", "raw", aug_smooth=False) == "normalized"
+    assert map_kind("gradcam", "raw", aug_smooth=False) == "raw"
 
 
 def test_batched_maps_equal_one_image_at_a_time(loaded):

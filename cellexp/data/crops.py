@@ -1,4 +1,5 @@
-"""Cut one cell out of its image: rasterise its polygons inside its own bounding box, black out the rest."""
+"""Cut one cell out of its image: rasterise its polygons inside its own bounding box, and either black out the rest
+(LIVECell-CLS's crops) or keep the cell's surroundings as imaged (context crops, for Grad-CAMO)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,28 @@ def square_cell(
     squared[top : top + nh, left : left + nw] = np.asarray(image.resize((nw, nh), Image.Resampling.BILINEAR, box=box))
     squared *= squared_mask
     return squared, squared_mask
+
+
+def context_cell(
+    image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A square window centred on the cell's box, its side the box's longer side times (1 + 2 margin), with the
+    pixels as imaged (neighbours and background included; zero beyond the image's edge), and the cell's own mask
+    in it; both resized to size x size. Grad-CAMO needs this: in a black-background crop nothing outside the cell
+    could be looked at."""
+    x0, y0, x1, y1 = box
+    side = max(1, math.ceil(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
+    left, top = (x0 + x1 - side) // 2, (y0 + y1 - side) // 2
+    window = np.zeros((side, side), image.dtype)
+    height, width = image.shape
+    r0, c0, r1, c1 = max(top, 0), max(left, 0), min(top + side, height), min(left + side, width)
+    window[r0 - top : r1 - top, c0 - left : c1 - left] = image[r0:r1, c0:c1]
+    placed = np.zeros((side, side), np.uint8)
+    placed[y0 - top : y1 - top, x0 - left : x1 - left] = mask
+    if side == size:
+        return window, placed
+    crop = np.asarray(Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR))
+    return crop, square_mask(placed, size)
 
 
 # more vertices than any cell outline has: a file that gives more is damaged

@@ -5,6 +5,7 @@ Time-lapse data comes the same way: its patch store, split by sequence, as crop 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ class CropData:
     splits: dict[str, CropDataset]
     class_names: list[str]
 
+    def masked(self) -> CropData:
+        """The same data with each cell's mask in every batch (Grad-CAMO in training)."""
+        return CropData(self.store, {name: split.masked() for name, split in self.splits.items()}, self.class_names)
+
 
 def open_crop_store(dataset_cfg: DictConfig) -> CropStore:
     """The crop store for this dataset config, generating and preparing whatever is missing."""
@@ -48,9 +53,22 @@ def open_crop_store(dataset_cfg: DictConfig) -> CropStore:
         crop_size=dataset_cfg.crop_size,
         min_area=dataset_cfg.get("min_area", 0.0),
         drop_border_cells=dataset_cfg.get("drop_border_cells", False),
+        context_margin=_context_margin(dataset_cfg),
         shard_images=dataset_cfg.get("shard_images", CropSettings.shard_images),
     )
     return prepare_crop_store(sources, settings, Path(dataset_cfg.cache_dir), dataset_cfg.get("prepare_workers"))
+
+
+def _context_margin(dataset_cfg: DictConfig) -> float:
+    margin = dataset_cfg.get("context_margin") or 0.0
+    if not isinstance(margin, (int, float)) or not 0 <= margin <= 4:
+        raise ConfigError(f"dataset.context_margin is a share of the cell's box in [0, 4], got {margin!r}")
+    if margin and dataset_cfg.format == "livecell_cls":
+        raise ConfigError(
+            "dataset.context_margin: LIVECell-CLS crops were cut with a black background and hold no surroundings; "
+            "context crops need the full images (dataset=livecell or dataset=synthetic)"
+        )
+    return float(margin)
 
 
 def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
@@ -64,21 +82,51 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
     return CropData(store, splits, names or list(store.class_names))
 
 
-def load_patch_data(dataset_cfg: DictConfig, seed: int) -> CropData:
-    """A time-lapse dataset's patches as crop data: a split's patches are its sequences', labelled by cell line."""
+def load_patch_data(
+    dataset_cfg: DictConfig, seed: int, transductive: bool = False, wells_per_batch: int | None = None
+) -> CropData:
+    """A time-lapse dataset's patches as crop data: a split's patches are its sequences', labelled by cell line.
+
+    `transductive` trains on the patches of every sequence, test batches included (labels unused: CLANet's DINO
+    does so); `wells_per_batch` keeps the training patches of the first wells of each batch only, in the natural
+    order of their names (CLANet's DINO: 7). Validation stays the val split's sequences either way.
+    """
     patch_store, bags, _ = load_bags(dataset_cfg, dataset_root(dataset_cfg))
     store = CropStore({"patches": patch_store}, list(patch_store.summary["class_names"]))
+    members = dict(bag_splits(dataset_cfg, bags))
+    if transductive:
+        members["train"] = [bag for split in ("train", "val", "test") for bag in members[split]]
+    if wells_per_batch is not None:
+        members["train"] = first_wells(members["train"], wells_per_batch)
     splits = {
         split: CropDataset(
             store,
             "patches",
             limit=dataset_cfg.get("limit"),
             seed=seed,
-            rows=np.concatenate([np.zeros(0, np.int64), *(bag.rows for bag in members)]),
+            rows=np.concatenate([np.zeros(0, np.int64), *(bag.rows for bag in chosen)]),
         )
-        for split, members in bag_splits(dataset_cfg, bags).items()
+        for split, chosen in members.items()
     }
     return CropData(store, splits, store.class_names)
+
+
+def first_wells(bags: list, count: int) -> list:
+    """The bags of the first `count` wells of each (line, batch), wells in the natural order of their frames'
+    names (VID<exp>_<well>_<flask>: by experiment, then well, A2 before A10)."""
+    by_batch: dict[tuple, list] = {}
+    for bag in bags:
+        by_batch.setdefault((bag.sequence.line, bag.sequence.batch), []).append(bag)
+    kept = []
+    for members in by_batch.values():
+        members.sort(key=lambda b: _natural(f"VID{b.sequence.experiment}_{b.sequence.well}_{b.sequence.flask}"))
+        wells = list(dict.fromkeys(b.sequence.well for b in members))[:count]
+        kept += [b for b in members if b.sequence.well in wells]
+    return kept
+
+
+def _natural(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _chosen_lines(lines) -> list[str] | None:

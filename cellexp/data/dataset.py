@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -26,8 +28,9 @@ class CropDataset(Dataset):
         seed: int = 0,
         classes: list[int] | None = None,
         rows: np.ndarray | None = None,
+        with_masks: bool = False,
     ):
-        self.store, self.split = store, split
+        self.store, self.split, self.with_masks = store, split, with_masks
         stored = store.labels(split)
         relabel = np.full(max(len(store.class_names), 1), -1, dtype=np.int64)
         relabel[classes if classes is not None else np.arange(len(store.class_names))] = np.arange(
@@ -37,7 +40,7 @@ class CropDataset(Dataset):
         kept = candidates[relabel[stored[candidates]] >= 0]
         self.indices = kept[_subset(len(kept), limit, seed)]
         self.labels = relabel[stored[self.indices]]
-        self._images = None  # opened lazily so that DataLoader workers each map the shards themselves
+        self._images = self._masks = None  # opened lazily so that DataLoader workers each map the shards themselves
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -46,12 +49,25 @@ class CropDataset(Dataset):
         crops, labels = self.__getitems__([i])
         return crops[0], int(labels[0])
 
-    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
+        """(crops (B,1,S,S) uint8, labels (B,)), and the cells' masks (B,1,S,S) uint8 0/1 `with_masks`."""
         if self._images is None:
             self._images = self.store.images(self.split)
         positions = np.asarray(positions)
-        crops = torch.from_numpy(self._images[self.indices[positions]]).unsqueeze(1)
-        return crops, torch.from_numpy(self.labels[positions])
+        rows = self.indices[positions]
+        crops = torch.from_numpy(self._images[rows]).unsqueeze(1)
+        labels = torch.from_numpy(self.labels[positions])
+        if not self.with_masks:
+            return crops, labels
+        if self._masks is None:
+            self._masks = self.store.masks(self.split)
+        return crops, labels, torch.from_numpy(np.ascontiguousarray(self._masks[rows])).unsqueeze(1)
+
+    def masked(self) -> CropDataset:
+        """The same cells, with their masks in every batch."""
+        out = copy.copy(self)
+        out.with_masks, out._images, out._masks = True, None, None
+        return out
 
 
 def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

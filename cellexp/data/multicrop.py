@@ -49,11 +49,14 @@ class MultiCrop(nn.Module):
         mean: float = 0.5,
         std: float = 0.25,
         in_chans: int = 1,
+        jitter_prob: float = 1.0,
+        flip_prob: float | None = None,
     ):
         super().__init__()
         self.kinds, self.blur_sigma = kinds, tuple(blur_sigma)
+        jitter = {"brightness": brightness, "contrast": contrast, "jitter_prob": jitter_prob}
         self.finish = nn.ModuleList(
-            BatchTransform(kind.size, mean, std, in_chans, augment=True, brightness=brightness, contrast=contrast)
+            BatchTransform(kind.size, mean, std, in_chans, augment=True, flip_prob=flip_prob, **jitter)
             for kind in kinds
         )
 

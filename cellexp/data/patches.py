@@ -5,7 +5,9 @@ illumination-flattened image fused with Canny edges, closed, holes filled, speck
 centres at each component's centre of mass and on a half-patch grid over the mask; each candidate
 window ranked by confluency (its mask fraction, from a summed-area table), near-duplicates (overlap
 above `max_overlap`) dropped greedily, the top k kept. The mask is found on a `downsample`-times
-smaller image, which changes little at cell scale and makes large frames fast.
+smaller image, which changes little at cell scale and makes large frames fast. `method: published` runs
+CLANet's published code instead, step for step (`cellexp.data.clanet_selection`), and stores the patches
+of its preprocessed frame.
 
 The store reuses the crop store's shards (`cellexp.data.store`): patches as (n, S, S) uint8, each
 patch's slice of the foreground mask as its mask, one manifest row per patch (the frame's path,
@@ -28,10 +30,13 @@ from skimage.filters import threshold_otsu
 from skimage.transform import downscale_local_mean
 
 from cellexp.data.build_once import build_once
+from cellexp.data.clanet_selection import ChosenPatches, published_frame, published_mask, published_windows
 from cellexp.data.store import SplitStore, finish_split, shard_done, write_shard
 from cellexp.data.timelapse import Frame
-from cellexp.errors import DataError
+from cellexp.errors import ConfigError, DataError
 from cellexp.progress import progress
+
+METHODS = ("ours", "published")
 
 
 @dataclass(frozen=True)
@@ -46,15 +51,24 @@ class PatchSettings:
     canny_sigma: float = 2.0
     min_object_px: int = 16
     shard_images: int = 64
+    # "ours" (above) or "published" (CLANet's code: size, top_k and the two below; the others are ours only)
+    method: str = "ours"
+    # published only: rows cut off each frame's bottom before the mask (CLANet: 150); corners stay full-frame
+    crop_bottom: int = 0
+    # published only: the largest 8-connected labels kept, the background's included (CLANet: 40)
+    components: int = 40
 
-
-@dataclass(frozen=True)
-class ChosenPatches:
-    """Top-left corners (k, 2) as (y, x), their confluency (k,), and the full-size foreground mask."""
-
-    corners: np.ndarray
-    confluency: np.ndarray
-    mask: np.ndarray
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"dataset.patches.method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.method == "ours" and self.crop_bottom:
+            raise ConfigError("dataset.patches.crop_bottom is for method=published only; ours uses the whole frame")
+        if self.crop_bottom < 0:
+            raise ConfigError(f"dataset.patches.crop_bottom must be 0 or more, not {self.crop_bottom}")
+        if self.components < 2:
+            raise ConfigError(
+                f"dataset.patches.components counts the background too: at least 2, not {self.components}"
+            )
 
 
 def foreground_mask(image: np.ndarray, settings: PatchSettings) -> np.ndarray:
@@ -91,6 +105,25 @@ def _small(mask: np.ndarray, area: int) -> np.ndarray:
 
 
 def select_patches(image: np.ndarray, settings: PatchSettings) -> ChosenPatches:
+    """Up to top_k patch windows of `settings.size` px, most confluent first, by `settings.method`."""
+    return _select(image, settings, pixels=False)[1]
+
+
+def _select(image: np.ndarray, settings: PatchSettings, pixels: bool = True) -> tuple[np.ndarray, ChosenPatches]:
+    """The uint8 frame the patches are cut from (with `pixels`), and the windows. The published code cut its
+    patches from the preprocessed frame (944x1280 ones resized) as uint8, `(x * 255).astype(uint8)`: truncated,
+    as here."""
+    if settings.method == "ours":
+        return image, _select_ours(image, settings)
+    if settings.method == "published":
+        frame = published_frame(image)
+        mask = published_mask(frame, settings.crop_bottom)
+        chosen = published_windows(frame, mask, settings.size, settings.components, settings.top_k)
+        return ((frame * 255).astype(np.uint8) if pixels else frame), chosen
+    raise ConfigError(f"dataset.patches.method must be one of {', '.join(METHODS)}, not {settings.method!r}")
+
+
+def _select_ours(image: np.ndarray, settings: PatchSettings) -> ChosenPatches:
     """Up to top_k patch windows of `settings.size` px, most confluent first, none overlapping another by much."""
     f = max(1, settings.downsample)
     small = foreground_mask(image, settings)
@@ -184,8 +217,7 @@ def _build_shard(root: Path, frames: list[Frame], settings: PatchSettings, folde
     s = settings.size
     for frame in frames:
         try:
-            image = read_frame(root / frame.path)
-            chosen = select_patches(image, settings)
+            image, chosen = _select(read_frame(root / frame.path), settings)
         except (OSError, UnidentifiedImageError, DataError) as err:
             stats["failed_images"].append({"image": frame.path, "reason": str(err)})
             continue

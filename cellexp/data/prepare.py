@@ -32,6 +32,7 @@ from cellexp.data.coco import read_coco
 from cellexp.data.crops import (
     cell_box,
     cell_mask,
+    context_cell,
     outline_problem,
     polygon_problem,
     square_cell,
@@ -54,6 +55,8 @@ class CropSettings:
     crop_size: int = 96
     min_area: float = 0.0
     drop_border_cells: bool = False
+    # 0: the cell on black (LIVECell-CLS); > 0: a window around it as imaged, margin x its longer side each way
+    context_margin: float = 0.0
     # source images per shard: the unit of parallel work, of resuming, and of memory per worker
     shard_images: int = 16
 
@@ -243,7 +246,10 @@ def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: Cr
         if reason is not None:
             stats["dropped"][reason] += 1
             continue
-        crop, squared = square_cell(picture, mask, box, settings.crop_size)
+        if settings.context_margin > 0:
+            crop, squared = context_cell(pixels, mask, box, settings.crop_size, settings.context_margin)
+        else:
+            crop, squared = square_cell(picture, mask, box, settings.crop_size)
         cells.append((crop, squared, _livecell_row(fields, name, ann)))
     return cells
 

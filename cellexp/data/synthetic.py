@@ -25,7 +25,7 @@ from cellexp.data.livecell import (
     image_dir_for_split,
     image_file_name,
 )
-from cellexp.data.synthetic_render import polygon_area, render_image
+from cellexp.data.synthetic_render import Cue, polygon_area, render_image
 from cellexp.data.synthetic_styles import LINE_STYLES
 from cellexp.errors import ConfigError, DataError
 from cellexp.progress import progress
@@ -45,17 +45,24 @@ def generate_synthetic_livecell(
     height: int = 520,
     width: int = 704,
     density: float = 1.0,
+    confound: float = 0.0,
 ) -> Path:
     """Write a LIVECell-format dataset into `root` once and return `root`.
+
+    `confound` > 0 adds a shortcut for Grad-CAMO to catch: a background grating of that amplitude (grey levels)
+    outside the cells whose orientation follows the cell line in train and val and is drawn at random in test
+    (the image's `cue` in its COCO entry). A model that uses it does well on val and badly on test.
 
     Built once (`cellexp.data.build_once`): concurrent callers generate once, an interrupted run leaves no
     half-written `root`, and a later call with `root/.complete` present returns immediately.
     """
     root = Path(root)
-    settings = _settings(seed, images_per_line, height, width, density)
+    settings = _settings(seed, images_per_line, height, width, density, confound)
     if is_complete(root):
         return _checked_settings(root, settings)
     _check_arguments(seed, images_per_line, height, width, density)
+    if not 0 <= confound <= 64:
+        raise ConfigError(f"confound is the cue's amplitude in grey levels, in [0, 64], got {confound!r}")
     build_once(root, lambda staging: _write_dataset(staging, settings), before=lambda: _check_target_free(root))
     return _checked_settings(root, settings)
 
@@ -75,19 +82,21 @@ def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int,
         raise ConfigError(f"density must be positive, got {density}")
 
 
-def _settings(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> dict:
-    """The generator's arguments as its marker file records them."""
-    return json.loads(
-        json.dumps(
-            {
-                "seed": seed,
-                "images_per_line": dict(images_per_line),
-                "height": height,
-                "width": width,
-                "density": density,
-            }
-        )
-    )
+def _settings(
+    seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float, confound: float
+) -> dict:
+    """The generator's arguments as its marker file records them (confound only when set, so that datasets made
+    before it existed still match)."""
+    settings = {
+        "seed": seed,
+        "images_per_line": dict(images_per_line),
+        "height": height,
+        "width": width,
+        "density": density,
+    }
+    if confound:
+        settings["confound"] = confound
+    return json.loads(json.dumps(settings))
 
 
 def _checked_settings(root: Path, settings: dict) -> Path:
@@ -139,9 +148,11 @@ def _write_dataset(out: Path, settings: dict) -> str:
     for split, line, index in progress(jobs, desc="synthetic LIVECell", unit="img"):
         rng = np.random.default_rng([seed, SPLITS.index(split), CELL_LINES.index(line), index])
         name = _image_name(rng, split, line, index)
-        pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density)
+        cue = _cue(settings, split, line, index)
+        pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density, cue)
         Image.fromarray(pixels, mode="L").save(out / image_dir_for_split(split) / name, format="TIFF")
-        coco[split]["images"].append({"id": next_image_id, "file_name": name, "width": width, "height": height})
+        entry = {"id": next_image_id, "file_name": name, "width": width, "height": height}
+        coco[split]["images"].append(entry if cue is None else {**entry, "cue": cue.index})
         for polygon in polygons:
             annotation = _annotation(next_annotation_id, next_image_id, polygon)
             coco[split]["annotations"][str(next_annotation_id)] = annotation
@@ -152,6 +163,17 @@ def _write_dataset(out: Path, settings: dict) -> str:
         text = json.dumps(coco[split], separators=(",", ":"))
         (out / ANNOTATION_DIR / annotation_file_name(split)).write_text(text)
     return json.dumps(settings, sort_keys=True) + "\n"  # the completion marker records the settings
+
+
+def _cue(settings: dict, split: str, line: str, index: int) -> Cue | None:
+    """The confounding cue of one image: its own line's in train and val, a random line's in test."""
+    if not settings.get("confound"):
+        return None
+    kinds = len(CELL_LINES)
+    if split == "test":
+        rng = np.random.default_rng([settings["seed"], 99, CELL_LINES.index(line), index])
+        return Cue(int(rng.integers(kinds)), kinds, settings["confound"])
+    return Cue(CELL_LINES.index(line), kinds, settings["confound"])
 
 
 def _empty_coco(seed: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,13 +23,29 @@ def polygon_area(polygon: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+# A confounding cue's grating: period in px, and the band around each cell it leaves alone (the halo).
+CUE_PERIOD = 9.0
+CUE_CLEARANCE = 2
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A grating in the background only, oriented by `index` of `kinds`: what a batch effect that follows the class
+    looks like to a model, and a shortcut that never touches a cell."""
+
+    index: int
+    kinds: int
+    amplitude: float
+
+
 # ---------------------------------------------------------------- one image
 
 
 def render_image(
-    rng: np.random.Generator, style: LineStyle, height: int, width: int, density: float
+    rng: np.random.Generator, style: LineStyle, height: int, width: int, density: float, cue: Cue | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One uint8 image of a single line and the (N, 2) polygons of its cells, in drawing order."""
+    """One uint8 image of a single line and the (N, 2) polygons of its cells, in drawing order; with `cue`, the
+    cue's grating outside the cells (drawn without the image's random stream, so the cells are the same)."""
     background = _background(rng, height, width)
     canvas = background.copy()
     texture = _texture_fields(rng, height, width)
@@ -42,7 +59,23 @@ def render_image(
             continue
         _paint_cell(rng, style, canvas, background, texture, polygon, centre, radius)
         polygons.append(polygon)
+    if cue is not None:
+        canvas = _add_cue(canvas, polygons, cue)
     return _finish(rng, canvas), polygons
+
+
+def _add_cue(canvas: np.ndarray, polygons: list[np.ndarray], cue: Cue) -> np.ndarray:
+    """The cue's grating added where no cell (nor its halo) is."""
+    height, width = canvas.shape
+    angle = math.pi * cue.index / cue.kinds
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    grating = cue.amplitude * np.sin(2 * math.pi * (math.cos(angle) * xx + math.sin(angle) * yy) / CUE_PERIOD)
+    cells = Image.new("1", (width, height), 0)
+    draw = ImageDraw.Draw(cells)
+    for polygon in polygons:
+        draw.polygon([tuple(p) for p in polygon.tolist()], fill=1)
+    near_cells = ndimage.binary_dilation(np.asarray(cells, dtype=bool), iterations=CUE_CLEARANCE)
+    return canvas + grating * ~near_cells
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -44,7 +44,9 @@ class BatchTransform(nn.Module):
     Augmentations: flips and 90-degree turns, a small random affine (rotation up to `degrees`,
     zoom in `scale`, shift up to `translate` of the side; resampled together with the resize, the
     flip and the turn in one pass), and brightness/contrast jitter of the cell (the black
-    background stays black).
+    background stays black) for a share `jitter_prob` of the samples. `flip_prob` replaces the
+    flips and turns by a vertical and a horizontal flip, each with that chance and no turn (CLANet's
+    DINO recipe: 0.3); it takes no affine.
     Everything runs on whole batches on the device, drawn from torch's RNG (seeded per epoch), so
     the loader only moves bytes and results do not depend on the number of loader workers.
     """
@@ -61,15 +63,24 @@ class BatchTransform(nn.Module):
         translate: float = 0.0,
         brightness: float = 0.0,
         contrast: float = 0.0,
+        jitter_prob: float = 1.0,
+        flip_prob: float | None = None,
     ):
         super().__init__()
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
         self.in_chans = in_chans
         self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
-        self.brightness, self.contrast = brightness, contrast
+        self.brightness, self.contrast, self.jitter_prob = brightness, contrast, jitter_prob
+        self.flip_prob = flip_prob
+        if flip_prob is not None and (degrees or translate or self.scale != (1.0, 1.0)):
+            raise ValueError("flip_prob (independent flips, no turns) takes no random affine")
 
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+    def forward(self, crops: torch.Tensor, masks: torch.Tensor | None = None):
+        """crops (B, 1, S, S) uint8 -> model input; with masks (B, 1, S, S) 0/1, also the masks moved by the same
+        flips, turns and affine (bool, at image_size), so that a cell's mask stays on the cell."""
         x = crops.float().div_(255.0)
+        if masks is not None:
+            x = torch.cat([x, masks.to(x.dtype)], dim=1)
         augment = self.augment and self.training
         if augment and (self.degrees or self.translate or self.scale != (1.0, 1.0)):
             x = self._random_affine(x)  # flips and turns included in the same resampling
@@ -79,14 +90,17 @@ class BatchTransform(nn.Module):
                     x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
                 )
             if augment:
-                x = _random_dihedral(x)
+                x = _random_dihedral(x) if self.flip_prob is None else _random_flips(x, self.flip_prob)
+        if masks is not None:
+            x, masks = x[:, :-1], x[:, -1:] > 0.5
         if augment and (self.brightness or self.contrast):
             x = self._jitter(x)
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise ValueError(f"crops have {x.shape[1]} channels; the model takes {self.in_chans}")
             x = x.expand(-1, self.in_chans, -1, -1)  # a grey crop repeated, as to_rgb does
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x if masks is None else (x, masks)
 
     def _random_affine(self, x: torch.Tensor) -> torch.Tensor:
         """Rotation (a random quarter turn plus up to `degrees`), mirror, zoom and shift, resampled once."""
@@ -113,6 +127,9 @@ class BatchTransform(nn.Module):
         mean = x.sum((1, 2, 3), keepdim=True) / cell.sum((1, 2, 3), keepdim=True).clamp(min=1)
         contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(n, 1, 1, 1)
         gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(n, 1, 1, 1)
+        if self.jitter_prob < 1.0:
+            spared = (torch.rand(n, device=device) >= self.jitter_prob).view(n, 1, 1, 1)
+            contrast, gain = contrast.masked_fill(spared, 1.0), gain.masked_fill(spared, 1.0)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
 
 
@@ -126,6 +143,14 @@ def augmentation(dataset_cfg: DictConfig) -> dict:
 
 def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     return torch.rand(n, device=device) * (high - low) + low
+
+
+def _random_flips(x: torch.Tensor, prob: float) -> torch.Tensor:
+    """A vertical, then a horizontal flip, each of a sample with chance `prob` (torchvision's RandomVerticalFlip
+    and RandomHorizontalFlip in a row)."""
+    flip_rows, flip_cols = (torch.rand(2, x.shape[0], 1, 1, 1, device=x.device) < prob).unbind(0)
+    x = torch.where(flip_rows, x.flip(-2), x)
+    return torch.where(flip_cols, x.flip(-1), x)
 
 
 def _random_dihedral(x: torch.Tensor) -> torch.Tensor:

@@ -14,21 +14,44 @@ from torchmetrics.functional.classification import (
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict[str, float]:
-    """Loss, accuracy, balanced accuracy, macro/weighted F1, macro AUROC and per-class recall."""
+    """Loss, accuracy, balanced accuracy, macro/weighted F1, macro AUROC and recall of each class present.
+
+    A split may lack some classes (a subset of lines, a small val split): balanced accuracy, AUROC and the
+    recalls are taken over the classes present in `targets` only, as scikit-learn does, and `classes_present`
+    says how many there were; macro F1 is over the classes that are true or predicted (scikit-learn's labels).
+    """
     logits, targets = logits.float().cpu(), targets.long().cpu()
     n = len(class_names)
     preds = logits.argmax(dim=1)
+    present = present_classes(targets, n)
+    recall = multiclass_recall(preds, targets, n, average=None)
     metrics = {
         "loss": F.cross_entropy(logits, targets).item(),
         "accuracy": multiclass_accuracy(preds, targets, n, average="micro").item(),
-        "balanced_accuracy": multiclass_recall(preds, targets, n, average="macro").item(),
+        "balanced_accuracy": recall[present].mean().item(),
         "macro_f1": multiclass_f1_score(preds, targets, n, average="macro").item(),
         "weighted_f1": multiclass_f1_score(preds, targets, n, average="weighted").item(),
-        "auroc": multiclass_auroc(logits.softmax(dim=1), targets, n, average="macro").item(),
+        "auroc": present_class_auroc(logits.softmax(dim=1), targets),
+        "classes_present": float(len(present)),
     }
-    recall = multiclass_recall(preds, targets, n, average=None)
-    metrics.update({f"recall/{name}": r.item() for name, r in zip(class_names, recall, strict=True)})
+    metrics.update({f"recall/{class_names[c]}": recall[c].item() for c in present.tolist()})
     return metrics
+
+
+def present_classes(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Indices of the classes that occur in `targets`."""
+    return torch.bincount(targets.long().cpu(), minlength=num_classes).nonzero().flatten()
+
+
+def present_class_auroc(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """One-vs-rest AUROC averaged over the classes present in `targets` (torchmetrics scores an absent class 0
+    and averages it in); NaN with fewer than two classes present, where no ranking can be judged."""
+    probs, targets = probs.float().cpu(), targets.long().cpu()
+    present = present_classes(targets, probs.shape[1])
+    if len(present) < 2:
+        return float("nan")
+    per_class = multiclass_auroc(probs, targets, probs.shape[1], average=None)
+    return per_class[present].mean().item()
 
 
 def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -388,6 +388,7 @@ class Trainer:
 
 def summary_line(metrics: dict, selected: str) -> str:
     keys = ["train/loss", "val/loss", "val/accuracy", "val/balanced_accuracy", selected, "train/lr"]
+    keys += ["train/camo_loss", "val/gradcamo_mean", "val/gradcamo_frac_above_0.5"]
     keys += [key for key in metrics if key.endswith("_per_s")]
     shown = dict.fromkeys(k for k in keys if k in metrics)
     return "  ".join(f"{k} {_fmt(metrics[k])}" for k in shown)

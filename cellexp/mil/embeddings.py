@@ -19,6 +19,7 @@ from torch import nn
 
 from cellexp.data.store import SplitStore
 from cellexp.data.transforms import BatchTransform
+from cellexp.errors import ConfigError
 from cellexp.loading import build_backbone, pretrained_backbone
 from cellexp.progress import progress
 
@@ -39,13 +40,14 @@ def embed_store(cfg: DictConfig, store: SplitStore, device: torch.device) -> tup
         weights = {"pretrained": pretrained, "seed": None if pretrained else cfg.seed}
         described = f"{cfg.backbone.model_name} ({'pretrained' if pretrained else f'random, seed {cfg.seed}'})"
     embedding = cfg.task.embedding
+    standardize = patch_standardization(embedding.standardize, trained=bool(spec))
     identity = {
         "store": store.path.name,
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True) if not spec else None,
         "weights": weights,
         "image_size": backbone.input_config.image_size,
         "last_blocks": int(embedding.last_blocks),
-        "standardize": bool(embedding.standardize),
+        "standardize": standardize,
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cfg.paths.cache_dir) / "embeddings" / f"{key}.npy"
@@ -59,7 +61,7 @@ def embed_store(cfg: DictConfig, store: SplitStore, device: torch.device) -> tup
         int(embedding.last_blocks),
         int(embedding.batch_size),
         device,
-        standardize=bool(embedding.standardize),
+        standardize=standardize,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp")
@@ -67,6 +69,22 @@ def embed_store(cfg: DictConfig, store: SplitStore, device: torch.device) -> tup
         np.save(f, features)
     tmp.replace(path)
     return features, described
+
+
+def patch_standardization(setting, trained: bool) -> bool:
+    """Whether patches are standardised before the backbone. "auto": not for a trained backbone (no cellexp run
+    trains on standardised patches, so it gets its patches as it saw them in training), yes for a random or
+    ImageNet one (a batch's brightness and contrast then cannot be learnt)."""
+    if setting == "auto":
+        return not trained
+    if not isinstance(setting, bool):
+        raise ConfigError(f"task.embedding.standardize must be auto, true or false, got {setting!r}")
+    if trained and setting:
+        log.warning(
+            "task.embedding.standardize=true with ckpt=: the checkpoint's backbone was trained on unstandardised "
+            "patches, so it embeds standardised ones as data it never saw"
+        )
+    return bool(setting)
 
 
 def _file_identity(folder: Path) -> list:

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_auroc, multiclass_f1_score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from cellexp.data.bags import Bag
+from cellexp.engine.metrics import present_class_auroc
 
 
 def ranking_metrics(probs: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Top-1/3/5 accuracy (k below the class count only), macro F1 and one-vs-rest macro AUC of class scores."""
+    """Top-1/3/5 accuracy (k below the class count only), macro F1 and one-vs-rest macro AUC of class scores, the AUC
+    over the classes present (a test on a subset of lines has absent ones)."""
     probs, targets = probs.float().cpu(), targets.long().cpu()
     out = {
         f"top{k}": multiclass_accuracy(probs, targets, num_classes, average="micro", top_k=k).item()
@@ -20,7 +22,7 @@ def ranking_metrics(probs: torch.Tensor, targets: torch.Tensor, num_classes: int
         if k == 1 or k < num_classes
     }
     out["macro_f1"] = multiclass_f1_score(probs.argmax(1), targets, num_classes, average="macro").item()
-    out["auc"] = multiclass_auroc(probs, targets, num_classes, average="macro").item()
+    out["auc"] = present_class_auroc(probs, targets)
     return out
 
 

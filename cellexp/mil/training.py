@@ -1,9 +1,9 @@
 """The MIL aggregator on the engine: Time-series Segment Samples of the training sequences as batches of bags,
 whole sequences for evaluation.
 
-An epoch draws `samples_per_sequence` TSS samples of every training sequence, in a shuffle drawn from (seed,
-epoch), with a seed for each sample's frames drawn alongside; so an epoch is the same on any number of processes
-and a resumed run (even mid-epoch) replays it exactly.
+An epoch draws `samples_per_sequence` TSS samples of every training sequence (by the sampler `task.tss.method`
+chooses, `cellexp.mil.tss`), in a shuffle drawn from (seed, epoch), with a seed for each sample's frames drawn
+alongside; so an epoch is the same on any number of processes and a resumed run (even mid-epoch) replays it exactly.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cellexp.data.bags import Bag
-from cellexp.data.timelapse import segment_sample
 from cellexp.engine.trainer import StepOutput, Trainer
 from cellexp.mil.metrics import level_metrics
+from cellexp.mil.tss import Sample, make_sampler
 from cellexp.models.mil import pad_bags
 
 
@@ -43,10 +43,10 @@ class TSSSampler(Sampler):
 class TSSSamples(Dataset):
     """A TSS sample of a training bag: its kept frames' patch embeddings, its label, its weight."""
 
-    def __init__(self, bags: list[Bag], features: torch.Tensor, labels: dict, window: tuple, keep: float):
+    def __init__(self, bags: list[Bag], features: torch.Tensor, labels: dict, sample: Sample):
         self.bags, self.features = bags, features
         self.targets = [labels[bag.sequence.key] for bag in bags]
-        self.window, self.keep = tuple(window), float(keep)
+        self.sample = sample
 
     def __len__(self) -> int:
         return len(self.bags)
@@ -54,7 +54,7 @@ class TSSSamples(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
         bag = self.bags[index]
-        kept, weight = segment_sample(bag.hours, np.random.Generator(np.random.PCG64(seed)), self.window, self.keep)
+        kept, weight = self.sample(bag.hours, np.random.Generator(np.random.PCG64(seed)))
         rows = torch.from_numpy(np.concatenate([bag.frames[i] for i in kept])).to(self.features.device)
         return self.features.index_select(0, rows), self.targets[index], weight
 
@@ -83,7 +83,7 @@ def collate_bags(items):
 
 def train_loader(bags, features, labels, tss, bags_per_step: int, seed: int) -> DataLoader:
     sampler = TSSSampler(len(bags), int(tss.samples_per_sequence), seed)
-    dataset = TSSSamples(bags, features, labels, tss.window, tss.keep)
+    dataset = TSSSamples(bags, features, labels, make_sampler(tss))
     drop_last = len(sampler) >= bags_per_step
     return DataLoader(dataset, batch_size=bags_per_step, sampler=sampler, collate_fn=collate_bags, drop_last=drop_last)
 

@@ -14,15 +14,23 @@ from torch import nn
 class GatedAttentionMIL(nn.Module):
     """a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))); bag = sum_i a_i h_i; logits = classifier(norm(bag)).
 
-    Instances are standardised first by `feature_mean` and `feature_std` (buffers, set from the training
-    patches with `fit_standardization`), so a saved model carries what it needs to embed new data alike.
-    `bag_norm` layer-normalises the pooled bag: a weighted mean of standardised instances is much smaller than
-    they are, and its scale varies with how spread the attention is."""
+    With `standardize`, instances are standardised first by `feature_mean` and `feature_std` (buffers, set from
+    the training patches with `fit_standardization`), so a saved model carries what it needs to embed new data
+    alike. `bag_norm` layer-normalises the pooled bag: a weighted mean of standardised instances is much smaller
+    than they are, and its scale varies with how spread the attention is. CLANet's published aggregator
+    (`models/MIL_aggregator.py`, GatedAttention) is this with standardize, dropout and bag_norm off."""
 
     def __init__(
-        self, in_dim: int, num_classes: int, attention_dim: int = 128, dropout: float = 0.0, bag_norm: bool = True
+        self,
+        in_dim: int,
+        num_classes: int,
+        attention_dim: int = 128,
+        dropout: float = 0.0,
+        bag_norm: bool = True,
+        standardize: bool = True,
     ):
         super().__init__()
+        self.standardizes = standardize
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
         self.dropout = nn.Dropout(dropout)
@@ -34,7 +42,10 @@ class GatedAttentionMIL(nn.Module):
 
     @torch.no_grad()
     def fit_standardization(self, instances: torch.Tensor) -> None:
-        """Per-feature mean and standard deviation of the training instances (N, in_dim)."""
+        """Per-feature mean and standard deviation of the training instances (N, in_dim); kept at 0 and 1 (the
+        identity) when the model does not standardise."""
+        if not self.standardizes:
+            return
         self.feature_mean.copy_(instances.mean(0))
         self.feature_std.copy_(instances.std(0, correction=0) + 1e-6)
 

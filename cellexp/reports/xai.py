@@ -27,15 +27,18 @@ class CellView:
 
     image: np.ndarray  # (H, W) in [0, 1]
     mask: np.ndarray  # (H, W) binary
-    cam: np.ndarray  # (H, W) in [0, 1]
+    cam: np.ndarray  # (H, W), non-negative (raw maps are scaled for display only)
     caption: str
     correct: bool | None  # None: true class unknown
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float) -> np.ndarray:
-    """The map in the jet colour map over the grey image: RGB uint8, `image_weight` of it the image."""
+    """The map in the jet colour map over the grey image: RGB uint8, `image_weight` of it the image. A raw map is
+    divided by its maximum for the picture only (its zero stays zero, unlike a min-max scaling)."""
     rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
-    return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=image_weight)
+    cam = np.maximum(cam.astype(np.float32), 0)
+    peak = float(cam.max())
+    return show_cam_on_image(rgb, cam / peak if peak > 0 else cam, use_rgb=True, image_weight=image_weight)
 
 
 def _outline(ax, mask: np.ndarray) -> None:

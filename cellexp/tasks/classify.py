@@ -25,6 +25,7 @@ from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
 from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
+from cellexp.xai.camo import GradCamo
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def run(cfg: DictConfig) -> float:
             tracker.set_tags({"init_from": str(source.folder)})
         if backbone_source is not None:
             tracker.set_tags(backbone_source_tags(cfg.backbone.init_from, backbone_source))
+        if _camo_on(cfg):
+            data = data.masked()
         trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir)
         if cfg.task.fit:
             objective = _fit(cfg, trainer, data)
@@ -76,6 +79,32 @@ def _check_options(cfg: DictConfig) -> None:
             "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
         )
     refuse_head(cfg, "task=classify trains a classification head", OTHER_TASKS_HEADS)
+    camo = cfg.task.get("camo") or {}
+    weight = camo.get("weight", 0.0)
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"task.camo.weight must be a number >= 0, got {weight!r}")
+    if weight > 0 and not cfg.task.fit:
+        raise ConfigError("task.camo.weight > 0 regularises training: with task.fit=false use task.camo.monitor=true")
+    if weight > 0 and cfg.backbone.get("freeze"):
+        raise ConfigError("task.camo.weight > 0 with backbone.freeze=true: a frozen backbone's Grad-CAM cannot move")
+    if _camo_on(cfg) and not cfg.dataset.get("context_margin"):
+        log.warning(
+            "task.camo on black-background crops (dataset.context_margin=0): nothing outside the cell is there to "
+            "cheat on, so Grad-CAMO stays near what chance gives; set dataset.context_margin (e.g. 0.5)"
+        )
+
+
+def _camo_on(cfg: DictConfig) -> bool:
+    camo = cfg.task.get("camo") or {}
+    return bool(camo.get("weight") or camo.get("monitor"))
+
+
+def _camo(cfg: DictConfig, model: CellClassifier) -> GradCamo | None:
+    """The Grad-CAMO regulariser or monitor that task.camo asks for, hooked on its layer; None when off."""
+    if not _camo_on(cfg):
+        return None
+    camo = cfg.task.camo
+    return GradCamo(model, model.input_config.image_size, layer=camo.get("layer"), target=camo.get("target"))
 
 
 def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path) -> ClassifierTrainer:
@@ -98,6 +127,8 @@ def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, r
         train_transform=inputs.transform(augment=bool(cfg.dataset.augment), **augmentation(cfg.dataset)),
         eval_transform=inputs.transform(),
         class_names=data.class_names,
+        camo=_camo(cfg, model),
+        camo_weight=(cfg.task.get("camo") or {}).get("weight", 0.0),
     )
 
 
@@ -124,6 +155,8 @@ def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, 
             f"{len(logits)} cells: no test metrics are reported from them"
         )
     metrics = {f"test/{k}": v for k, v in classification_metrics(logits, targets, data.class_names).items()}
+    if trainer.camo is not None:
+        metrics.update({f"test/{k}": v for k, v in trainer.camo.summary(trainer.gradcamo(loader)).items()})
     if trainer.acc.is_main_process:
         tracker.log_metrics(metrics)
         folder = run_dir / "test"

@@ -30,6 +30,7 @@ from cellexp.mil import training
 from cellexp.mil.baseline import baseline_metrics
 from cellexp.mil.embeddings import embed_store
 from cellexp.mil.metrics import level_metrics, prefixed
+from cellexp.mil.tss import check_tss
 from cellexp.reports.mil import attention_figure, write_attention
 from cellexp.reports.model import parameter_count
 from cellexp.tasks.checks import MIL_HEAD, require_head, require_value
@@ -103,6 +104,7 @@ def _check_options(cfg: DictConfig) -> None:
         )
     require_head(cfg, "task=mil", MIL_HEAD, "a gated-attention aggregator: head=gated_attention")
     tss = cfg.task.tss
+    check_tss(tss)
     samples, keep, window = tss.samples_per_sequence, tss.keep, list(tss.window)
     if not (isinstance(samples, int) and samples >= 1):
         raise ConfigError(f"task.tss.samples_per_sequence must be a whole number of at least 1, got {samples!r}")
@@ -181,6 +183,9 @@ def _as_trained(cfg: DictConfig, trained: DictConfig) -> DictConfig:
         out.seed = trained.seed
         out.task.embedding = trained.task.embedding
         out.dataset.patches = trained.dataset.patches
+        for key in ("bags", "name_patterns"):  # which patches of which frames make a bag, as in training
+            if key in trained.dataset:
+                out.dataset[key] = trained.dataset[key]
         for key in ("image_size", "in_chans", "normalize"):
             if key in trained.dataset:
                 out.dataset[key] = trained.dataset[key]
@@ -205,7 +210,8 @@ def _log_data(tracker, run_dir: Path, bags: list[Bag], split_bags: dict, problem
         log.info(
             "%s: %d sequences, %d batches, %d images", line, counts["sequences"], counts["batches"], counts["images"]
         )
-    summary = {"lines": found, "splits": split_counts(splits), **problems}
+    unsplit = list(getattr(split_bags, "unsplit", []))
+    summary = {"lines": found, "splits": split_counts(splits), "unsplit_batches": unsplit, **problems}
     path = run_dir / "data" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))

@@ -49,8 +49,7 @@ def run(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
-            load = load_patch_data if cfg.dataset.format == "timelapse" else load_crop_data
-            data = load(cfg.dataset, seed=cfg.seed)
+            data = _load_data(cfg)
         set_seed(cfg.seed)
         backbone = _backbone(cfg)
         source = init_backbone(cfg, backbone)
@@ -122,12 +121,32 @@ def _check_options(cfg: DictConfig) -> None:
             f"task=ssl follows DINO's per-step schedules (optim/scheduler=dino), not {cfg.optim.scheduler._target_}"
         )
     require_value(cfg, "trainer.early_stopping", (None,), "DINO's schedules span the whole run")
+    augment = cfg.task.augment
+    for key in ("jitter_prob", "flip_prob"):
+        value = augment.get(key)
+        if not (value is None and key == "flip_prob") and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ConfigError(
+                f"task.augment.{key} is a chance in [0, 1]{' or null' * (key == 'flip_prob')}, got {value!r}"
+            )
     crops = cfg.task.crops
     if crops.global_count < 1 or crops.local_count < 0 or crops.global_count + crops.local_count < 2:
         raise ConfigError(
             f"task.crops: DINO needs at least one global view and two views in all; got "
             f"global_count={crops.global_count}, local_count={crops.local_count}"
         )
+
+
+def _load_data(cfg: DictConfig):
+    """Crops, or a time-lapse's patches with task.timelapse's choice of sequences."""
+    chosen = cfg.task.get("timelapse") or {}
+    if cfg.dataset.format != "timelapse":
+        return load_crop_data(cfg.dataset, seed=cfg.seed)
+    return load_patch_data(
+        cfg.dataset,
+        seed=cfg.seed,
+        transductive=bool(chosen.get("transductive", False)),
+        wells_per_batch=chosen.get("wells_per_batch"),
+    )
 
 
 def _backbone(cfg: DictConfig) -> nn.Module:
@@ -157,6 +176,8 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
         [kind for kind in kinds if kind.count],
         brightness=augment.brightness,
         contrast=augment.contrast,
+        jitter_prob=augment.jitter_prob,
+        flip_prob=augment.flip_prob,
         blur_sigma=tuple(augment.blur_sigma),
         mean=inputs.mean,
         std=inputs.std,

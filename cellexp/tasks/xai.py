@@ -43,7 +43,7 @@ from cellexp.reports.tables import write_csv
 from cellexp.reports.xai import truth, write_cells, write_comparison, write_scores
 from cellexp.tasks.checks import refuse_training_keys
 from cellexp.tracking import start_tracking
-from cellexp.xai.cams import CAM_METHODS, cam_maps
+from cellexp.xai.cams import CAM_METHODS, cam_maps, map_kind
 from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
 from cellexp.xai.embedding import embedding_report
 from cellexp.xai.gradcamo import Scored, per_class, resize_masks, score_batches, summarize
@@ -83,6 +83,7 @@ def run(cfg: DictConfig) -> float:
             {
                 "explained": main.label,
                 "explained_ckpt": str(cfg.ckpt),
+                "xai.cam_map": str(xai.cam_map),
                 "backbone": main.backbone_name,
                 "head": main.head_name,
                 "mlflow.runName": f"{main.backbone_name} {main.head_name} xai",
@@ -132,6 +133,9 @@ def _check_options(xai: DictConfig) -> None:
         raise ConfigError(f"xai.target={xai.target!r} is not one of {', '.join(TARGETS)}")
     if xai.num_cells is not None and int(xai.num_cells) < 1:
         raise ConfigError(f"xai.num_cells={xai.num_cells} must be at least 1 (or null for the whole split)")
+    for method in methods:
+        if method in CAM_METHODS and map_kind(method, xai.cam_map, xai.aug_smooth) != xai.cam_map:
+            log.warning("xai: %s has no unscaled map; its Grad-CAMO is on its min-max scaled map", method)
 
 
 def _check_applies(explained: Explained, xai: DictConfig) -> None:
@@ -145,7 +149,8 @@ def _check_applies(explained: Explained, xai: DictConfig) -> None:
 
 
 def _maps(method: str, explained: Explained, targets: np.ndarray, xai: DictConfig, seed: int) -> Iterator[np.ndarray]:
-    """Batches of (B, H, W) maps in [0, 1] at the model's input size, cells in order."""
+    """Batches of (B, H, W) non-negative maps at the model's input size, cells in order (CAMs: raw or min-max
+    scaled, as xai.cam_map says; rollout and LIME: their own scales)."""
     if method == "rollout":
         return rollout_maps(
             explained.model.backbone,
@@ -177,6 +182,7 @@ def _maps(method: str, explained: Explained, targets: np.ndarray, xai: DictConfi
         xai.batch_size,
         eigen_smooth=xai.eigen_smooth,
         aug_smooth=xai.aug_smooth,
+        cam_map=xai.cam_map,
     )
 
 

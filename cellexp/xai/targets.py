@@ -46,8 +46,9 @@ def default_target_layer(model: nn.Module, image_size: int) -> str:
     return f"backbone.{chosen['module']}"
 
 
-def find_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module called `name` in the classifier (or, without the `backbone.` prefix, in its backbone)."""
+def find_layer(model: nn.Module, name: str, option: str = "xai.target_layer") -> nn.Module:
+    """The module called `name` in the classifier (or, without the `backbone.` prefix, in its backbone); a wrong
+    name is an error naming `option`, the setting it came from, with close matches."""
     modules = dict(model.named_modules())
     for candidate in (name, f"backbone.{name}"):
         if candidate and candidate in modules:
@@ -56,7 +57,7 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     names = [n for n in modules if n] + [n.removeprefix("backbone.") for n in modules if n.startswith("backbone.")]
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     hint = f"close matches: {', '.join(close)}" if close else f"top-level modules: {', '.join(_top_level(model))}"
-    raise ConfigError(f"xai.target_layer={name!r} is not a module of the model; {hint}")
+    raise ConfigError(f"{option}={name!r} is not a module of the model; {hint}")
 
 
 def _top_level(model: nn.Module) -> list[str]:
