@@ -20,6 +20,7 @@ from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
 from cellexp.data import clanet_selection as cs
+from cellexp.data import clanet_texture
 from cellexp.data.clanet_selection import published_frame, published_mask, published_windows
 from cellexp.data.patches import PatchSettings, _select, _select_ours, prepare_patch_store, select_patches
 from cellexp.data.timelapse import scan
@@ -312,7 +313,7 @@ def test_helpers_match_the_library_calls():
         image = rng.random((h, w)) if trial % 3 else rng.integers(0, 3, (h, w)) / 2
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            assert np.array_equal(cs._lbp(image), local_binary_pattern(image, 8, 1.0))
+            assert np.array_equal(clanet_texture.lbp_codes(image), local_binary_pattern(image, 8, 1.0))
     y, x = rng.integers(0, 300, (2, 400))
     first, second = np.triu_indices(400, 1)
     near = (np.abs(y[first] - y[second]) < 32) & (np.abs(x[first] - x[second]) < 32)
