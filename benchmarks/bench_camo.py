@@ -1,7 +1,7 @@
 """Grad-CAMO as a regulariser on the confounded synthetic benchmark: plain against regularised, over seeds.
 
     python benchmarks/bench_camo.py [--seeds 0 1 2] [--epochs 10] [--weight 5] [--workdir /tmp/cellexp-camo]
-        [--backbone test_resnet] [--batch 64] [--steps 10]
+        [--backbone test_resnet] [--layer backbone.layer2] [--batch 64] [--steps 10]
 
 The data (experiment=camo_regularised) hide a background grating outside the cells whose orientation names the
 cell line in train and val and is drawn at random in test. Per seed, the same backbone, data and epochs train
@@ -42,6 +42,7 @@ def train(args, seed: int, weight: float) -> dict[str, float]:
         f"seed={seed}",
         f"trainer.max_epochs={args.epochs}",
         f"task.camo.weight={weight}",
+        f"task.camo.layer={args.layer}",
         f"paths.data_dir={args.workdir / 'data'}",
         f"hydra.run.dir={folder}",
         f"logger.tracking_uri={uri}",
@@ -69,7 +70,7 @@ def step_times(args) -> tuple[float, float]:
     x, labels = torch.randn(args.batch, 1, size, size), torch.randint(0, 8, (args.batch,))
     masks = torch.zeros(args.batch, 1, size, size)
     masks[:, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-    camo = GradCamo(model, size)
+    camo = GradCamo(model, size, layer=args.layer)
 
     def plain() -> None:
         torch.nn.functional.cross_entropy(model(x), labels).backward()
@@ -96,6 +97,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--weight", type=float, default=5.0)
     parser.add_argument("--backbone", default="test_resnet")
+    parser.add_argument("--layer", default="backbone.layer2", help="task.camo.layer: test_resnet's 8x8 map at 64 px")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cellexp-camo"))

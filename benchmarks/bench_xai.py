@@ -22,7 +22,7 @@ import torch
 
 from cellexp.data.transforms import BatchTransform
 from cellexp.models.backbones import timm_backbone
-from cellexp.models.classifier import build_classifier
+from cellexp.models.classifier import CellClassifier
 from cellexp.models.heads import LinearHead
 from cellexp.models.tensor_network import graph_head
 from cellexp.xai.cams import cam_maps
@@ -68,17 +68,9 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     size = args.image_size
-    model = (
-        build_classifier(
-            partial(timm_backbone, args.backbone, args.family),
-            HEADS[args.head],
-            in_chans=1,
-            image_size=size,
-            num_classes=8,
-        )
-        .to(device)
-        .eval()
-    )
+    backbone = timm_backbone(args.backbone, args.family, in_chans=1, image_size=size)
+    head = HEADS[args.head](in_features=backbone.num_features, num_classes=8)
+    model = CellClassifier(backbone, head).to(device).eval()
     crops, masks = cells(args.cells, size)
     transform = BatchTransform(size)
     inputs = lambda chunk: transform(crops[chunk].to(device))  # noqa: E731
