@@ -1,6 +1,7 @@
 """The one entry point: compose conf/ with Hydra, run the task, return its objective to sweepers."""
 
 import logging
+import os
 import sys
 
 import hydra
@@ -9,9 +10,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import cellexp
+from cellexp.config import release_run_dir
 from cellexp.engine.preemption import Preempted
 
 log = logging.getLogger("cellexp")
+if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
+    os.environ.setdefault("NO_COLOR", "1")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -27,10 +31,12 @@ def main(cfg: DictConfig) -> float:
 
 
 def _end(err: Exception, exit_status) -> None:
-    """A single run exits with one clear line; a multirun job raises, so that the sweeper records it as
-    failed and goes on with the other jobs (exiting would end the whole sweep)."""
+    """A single run exits with one clear line, leaving no folder if it wrote nothing; a multirun job raises, so that
+    the sweeper records it as failed and goes on with the other jobs (exiting would end the whole sweep)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise err
+    if not isinstance(err, Preempted):
+        release_run_dir(HydraConfig.get().runtime.output_dir)
     sys.exit(exit_status)
 
 

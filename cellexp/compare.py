@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from cellexp.config import project_root
+from cellexp.config import default_tracking_uri
 from cellexp.reports.compare import plot_comparison
 
 DEFAULT_METRICS = ("test/accuracy", "test/balanced_accuracy", "test/macro_f1")
@@ -99,13 +98,13 @@ def comparison_table(runs: pd.DataFrame, metrics: list[str], keys: list[str]) ->
 
 
 def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> str:
-    """The table as people read it: `mean ± std` per metric, parameters in millions."""
+    """The table as people read it: `mean ± std` per metric (a configuration of one run: its value, no spread),
+    parameters in millions."""
     shown = table[keys + ["runs"]].copy()
     shown["params"] = table["params"].map(lambda n: "?" if math.isnan(n) else f"{n / 1e6:.2f}M")
     for metric in metrics:
-        shown[metric] = [
-            f"{m:.4f} ± {s:.4f}" for m, s in zip(table[f"{metric} mean"], table[f"{metric} std"], strict=True)
-        ]
+        columns = (table[f"{metric} mean"], table[f"{metric} std"], table["runs"])
+        shown[metric] = [f"{m:.4f}" if n == 1 else f"{m:.4f} ± {s:.4f}" for m, s, n in zip(*columns, strict=True)]
     return shown.to_string(index=False)
 
 
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for compare.csv and compare.png")
     parser.add_argument(
         "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root()}/mlflow.db",
+        default=default_tracking_uri(),
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlflow.db)",
     )
     args = parser.parse_args(argv)

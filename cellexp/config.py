@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +17,11 @@ def project_root() -> str:
     """The checkout that holds conf/ (editable install), else the working directory."""
     root = Path(__file__).resolve().parent.parent
     return str(root if (root / "conf").is_dir() else Path.cwd())
+
+
+def default_tracking_uri() -> str:
+    """The store train.py writes to without overrides (conf/logger/mlflow.yaml), which the command-line tools read."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root()}/mlflow.db"
 
 
 def run_id() -> str:
@@ -56,6 +63,22 @@ def run_dir(parent: str) -> str:
     return _RESERVED[parent]
 
 
+def release_run_dir(folder: str | Path) -> bool:
+    """Remove the folder of a run that stopped before it wrote results (a config error): it holds only Hydra's
+    record, the resolved config and the log's error line. Logging into it stops first. Other runs' reservations
+    stand, being other names. True if removed."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(path.name not in BEFORE_RESULTS for path in folder.iterdir()):
+        return False
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
 def _several_ranks() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -86,6 +109,12 @@ def sweep_id() -> str:
     return os.environ.get(SWEEP_ID_ENV) or run_id()
 
 
+def study_name(experiment: str, debug: str | None, preset: str) -> str:
+    """An Optuna study's name: its experiment's, but `<preset>-debug` (`optuna-debug`) under `debug=...`, whose
+    runs all go to the experiment `debug`: a rehearsal never joins the real study, nor is it called "debug"."""
+    return f"{preset}-debug" if debug else experiment
+
+
 def is_main_rank() -> bool:
     """True on the process that writes files; read from the launcher's environment, before any Accelerator.
 
@@ -96,6 +125,8 @@ def is_main_rank() -> bool:
 
 
 _STARTED = time.time()
+# what a run folder holds before the run writes results: Hydra's record, the resolved config and the log
+BEFORE_RESULTS = (".hydra", "config.yaml", "train.log")
 _RESERVED: dict[str, str] = {}
 # What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweep).
 SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
@@ -108,6 +139,7 @@ for _name, _fn in {
     "cellexp.run_id": run_id,
     "cellexp.run_dir": run_dir,
     "cellexp.sweep_id": sweep_id,
+    "cellexp.study_name": study_name,
     # Hydra writes .hydra/ on every rank; only the main rank should.
     "cellexp.main_rank_only": lambda value: value if is_main_rank() else None,
     # a requeued SLURM job continues from its newest checkpoint instead of starting over

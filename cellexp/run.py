@@ -12,10 +12,11 @@ from cellexp.config import is_main_rank
 from cellexp.engine.preemption import stop_on_signals
 from cellexp.errors import ConfigError
 from cellexp.schema import validate
+from cellexp.tasks.checks import preflight
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classify", "xai", "ssl", "mil")
+TASKS = ("classify", "xai", "ssl", "mil", "predict")
 
 
 def run(cfg: DictConfig) -> float:
@@ -25,6 +26,7 @@ def run(cfg: DictConfig) -> float:
     if name not in TASKS:
         raise ConfigError(f"task.name={name!r} is not implemented; available: {', '.join(TASKS)}")
     validate(cfg)  # before any heavy import or any work
+    preflight(cfg)
     run_dir = Path(cfg.paths.output_dir)
     if is_main_rank():
         run_dir.mkdir(parents=True, exist_ok=True)

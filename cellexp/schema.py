@@ -36,6 +36,7 @@ class EarlyStopping(_Section):
 
 class Checkpoint(_Section):
     keep_last: PositiveInt
+    keep_training_state: StrictBool = False
 
 
 class Trainer(_Section):

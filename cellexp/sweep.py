@@ -20,8 +20,12 @@ from cellexp import tracking
 from cellexp.config import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEEP_KEYS_ENV, is_main_rank, run_id
 
 log = logging.getLogger(__name__)
-# widths Optuna tries for heads that have one (hparams_search=optuna)
+# what Optuna tunes in heads that have it (hparams_search=optuna): widths, and dropout in [0, 0.5]
 HEAD_DIMS = (32, 64, 128, 256)
+HEAD_SEARCH = {
+    "dim": lambda trial, key: trial.suggest_categorical(key, HEAD_DIMS),
+    "dropout": lambda trial, key: trial.suggest_float(key, 0.0, 0.5),
+}
 # files the sweepers leave in the sweep folder, attached to the parent run when the sweep ends
 SWEEP_RECORDS = ("multirun.yaml", "optimization_results.yaml")
 
@@ -83,13 +87,14 @@ def swept_keys(config: DictConfig) -> list[str]:
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     keys = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
     keys += [str(key) for key in (config.hydra.sweeper.get("params") or {})]
+    if config.hydra.sweeper.get("custom_search_space") == f"{__name__}.{suggest_head_params.__name__}":
+        keys += [f"head.{name}" for name in HEAD_SEARCH if name in config.head]
     return list(dict.fromkeys(keys))
 
 
 def suggest_head_params(config: DictConfig, trial: Any) -> None:
     """Optuna search-space extension: tune what the chosen head has, so that one preset tunes every head:
     `head.dim` (the graph heads) and `head.dropout` (all but the published ones, which have none)."""
-    if "dim" in config.head:
-        trial.suggest_categorical("head.dim", HEAD_DIMS)
-    if "dropout" in config.head:
-        trial.suggest_float("head.dropout", 0.0, 0.5)
+    for name, suggest in HEAD_SEARCH.items():
+        if name in config.head:
+            suggest(trial, f"head.{name}")

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from cellexp.config import PARENT_RUN_ENV, SWEEP_KEYS_ENV
+from cellexp.config import PARENT_RUN_ENV, SWEEP_KEYS_ENV, default_tracking_uri
 from cellexp.engine.preemption import Preempted
 from cellexp.engine.tracker import NullTracker
+from cellexp.handoff import RunRecord, announce_end, announce_start
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ RUN_ID_FILE = "mlflow_run_id"
 MAX_PARAM_LENGTH = 6000
 GROUPS = ("dataset", "backbone", "head", "task")
 RETRIES = 6
+# MLflow 3's UI opens an experiment of this kind on its runs table (a "genai_development" one, on traces); without
+# the tag it guesses from what the experiment holds, and an empty one opens on traces.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def _retrying(call: Callable, *args, **kwargs):
@@ -57,13 +64,41 @@ class MlflowTracker(NullTracker):
         self._mlflow_call("log_artifact", str(path), artifact_path)
 
     def log_artifacts(self, folder, artifact_path=None):
-        self._mlflow_call("log_artifacts", str(folder), artifact_path)
+        """An artifact store on this disk (file://) gets hard links to the folder's files, not a second copy: what is
+        logged (checkpoints, reports) is replaced by renaming, never rewritten in place. Elsewhere, an upload."""
+        target = _local_path(self._mlflow_call("get_artifact_uri", artifact_path))
+        if target is None or not _link_tree(Path(folder), target):
+            self._mlflow_call("log_artifacts", str(folder), artifact_path)
 
     def set_tags(self, tags):
         self._mlflow_call("set_tags", dict(tags))
 
     def _mlflow_call(self, name: str, *args, **kwargs):
         return _retrying(getattr(self._mlflow, name), *args, **kwargs)
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+
+
+def _link_tree(folder: Path, target: Path) -> bool:
+    """Hard-link every file of `folder` into `target`, replacing what an earlier upload left there, whole or not at
+    all (False: links are not possible there, e.g. on another filesystem)."""
+    staging = target.with_name(f".{target.name}.links-{uuid.uuid4().hex[:8]}")
+    try:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                (staging / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, staging / path.relative_to(folder))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    return True
 
 
 def tracking_uri(logger_cfg: DictConfig) -> str:
@@ -82,11 +117,15 @@ def configure_mlflow(logger_cfg: DictConfig) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     with _store_lock(uri):
         experiment = _retrying(mlflow.get_experiment_by_name, logger_cfg.experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        # A store named in the config keeps artifacts beside it; a server from the environment decides itself.
-        location = None if from_environment else logger_cfg.artifact_location
-        return _retrying(mlflow.create_experiment, logger_cfg.experiment_name, artifact_location=location)
+        if experiment is None:
+            # A store named in the config keeps artifacts beside it; a server from the environment decides itself.
+            location = None if from_environment else logger_cfg.artifact_location
+            name, kind = logger_cfg.experiment_name, {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            return _retrying(mlflow.create_experiment, name, artifact_location=location, tags=kind)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before cellexp set it, or by hand
+            client = mlflow.tracking.MlflowClient()
+            _retrying(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment.experiment_id
 
 
 @contextmanager
@@ -103,10 +142,46 @@ def _store_lock(uri: str):
 
 @contextmanager
 def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[NullTracker]:
-    """Open (or, on resume, reopen) the run's MLflow run; close it FINISHED, FAILED or KILLED."""
-    if not enabled or cfg.logger.name == "none":
+    """Open (or, on resume, reopen) the run's MLflow run; close it FINISHED, FAILED or KILLED. A finished run's
+    checkpoints are sealed (`CheckpointManager.seal`), and the run's first and last log lines say where it is."""
+    if not enabled:
         yield NullTracker()
         return
+    tracked = cfg.logger.name != "none"
+    run, resumed = _open_run(cfg, run_dir) if tracked else (None, False)
+    record = RunRecord(
+        task=str(cfg.task.name),
+        run_dir=run_dir,
+        run_id=run.info.run_id if run else None,
+        experiment=cfg.logger.experiment_name if tracked else None,
+        tracking_uri=tracking_uri(cfg.logger) if tracked else None,
+        default_uri=default_tracking_uri(),
+    )
+    announce_start(record)
+    status = "FAILED"
+    try:
+        if run is not None and not resumed:
+            _log_run_description(cfg, run_dir)
+        yield MlflowTracker(run.info.run_id) if run else NullTracker()
+        status = "FINISHED"
+        if not OmegaConf.select(cfg, "trainer.checkpoint.keep_training_state", default=False):
+            from cellexp.engine.checkpoint import CheckpointManager  # torch: not for the sweep callback's import
+
+            CheckpointManager(run_dir / "checkpoints").seal()
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
+        if run is not None:
+            _close_run(run, status, error=err)
+            run = None
+        raise
+    finally:
+        if run is not None:
+            _close_run(run, status)
+        announce_end(record, status)
+
+
+def _open_run(cfg: DictConfig, run_dir: Path):
+    """The MLflow run of this run folder: a new one, or, when resuming, the one it recorded (then True)."""
     import mlflow
 
     experiment_id = configure_mlflow(cfg.logger)
@@ -121,21 +196,17 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         parent_run_id=None if previous else os.environ.get(PARENT_RUN_ENV),
     )
     id_file.write_text(run.info.run_id)
-    tracker = MlflowTracker(run.info.run_id)
-    status = "FAILED"
-    try:
-        if previous is None:
-            _log_run_description(cfg, run_dir)
-        yield tracker
-        status = "FINISHED"
-        if previous is not None and "error" in run.data.tags:
-            _retrying(mlflow.delete_tag, "error")  # the stop that a resumed run recovered from
-    except BaseException as err:
-        status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
-        _retrying(mlflow.set_tag, "error", str(err)[:MAX_PARAM_LENGTH])
-        raise
-    finally:
-        _retrying(mlflow.end_run, status=status)
+    return run, previous is not None
+
+
+def _close_run(run, status: str, error: BaseException | None = None) -> None:
+    import mlflow
+
+    if error is not None:
+        _retrying(mlflow.set_tag, "error", str(error)[:MAX_PARAM_LENGTH])
+    elif "error" in run.data.tags:
+        _retrying(mlflow.delete_tag, "error")  # the stop that a resumed run recovered from
+    _retrying(mlflow.end_run, status=status)
 
 
 def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:
@@ -161,7 +232,8 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> N
 def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
     import mlflow
 
-    _retrying(mlflow.log_params, flatten_params(OmegaConf.to_container(cfg, resolve=True)))
+    params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
+    _retrying(mlflow.log_params, {**params, **swept_params(params)})
     tags = {**run_label(cfg), **sweep_tags(), "git_commit": git_commit(), "run_dir": str(run_dir)}
     _retrying(mlflow.set_tags, tags)
     config_file = run_dir / "config.yaml"
@@ -236,14 +308,44 @@ def sweep_tags() -> dict[str, str]:
     return tags
 
 
+def swept_values(tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A sweep job's values of the keys its sweep varies, from its `sweep_tags`."""
+    tags = sweep_tags() if tags is None else tags
+    keys = [key for key in tags.get("sweep.keys", "").split(",") if f"override.{key}" in tags]
+    return {key: tags[f"override.{key}"] for key in keys}
+
+
+def swept_params(config_params: Mapping[str, str]) -> dict[str, str]:
+    """A sweep job's swept values as params under short names (`head`, `lr`, `dim`): the UI's compare views
+    (parallel coordinates, scatter and charts grouped by a param) offer params, not tags. A short name that two
+    keys share, or that a config param already has, gives way to the dotted key; one already logged is skipped."""
+    swept = swept_values()
+    shorts = [key.rsplit(".", 1)[-1] for key in swept]
+    params = {}
+    for (key, value), short in zip(swept.items(), shorts, strict=True):
+        name = short if shorts.count(short) == 1 and short not in config_params else key
+        if name not in config_params:
+            params[name] = value
+    return params
+
+
 def default_run_name(cfg: DictConfig) -> str:
-    """What tells runs apart at a glance: a sweep job's swept values, else the backbone and head."""
-    tags = sweep_tags()
-    swept = [key for key in tags.get("sweep.keys", "").split(",") if f"override.{key}" in tags]
+    """What tells runs apart at a glance: a sweep job's swept values (numbers to 3 significant digits), else the
+    backbone and head."""
+    swept = swept_values()
     if swept:
-        return " ".join(f"{key.rsplit('.', 1)[-1]}={tags[f'override.{key}']}" for key in swept)
+        return " ".join(f"{key.rsplit('.', 1)[-1]}={_short_number(value)}" for key, value in swept.items())
     label = run_label(cfg)
     return f"{label['backbone']} {label['head']}"
+
+
+def _short_number(value: str) -> str:
+    """0.00012345678 -> 0.000123; integers and words as they are."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value and "e" not in value.lower() else f"{number:.3g}"
 
 
 def git_commit() -> str:

@@ -369,7 +369,8 @@ def test_bf16_on_cpu_keeps_every_logged_loss_finite(make_cfg):
 
 @pytest.mark.slow
 def test_resume_restores_student_teacher_centre_optimiser_and_schedules(make_cfg, monkeypatch):
-    short = [*QUICK, "trainer.max_epochs=2", "trainer.batch_size=16"]
+    # finished runs keep their optimizer and schedules here, to compare them
+    short = [*QUICK, "trainer.max_epochs=2", "trainer.batch_size=16", "trainer.checkpoint.keep_training_state=true"]
     reference = make_cfg(short, run_name="reference")
     cellexp.run(reference)
 

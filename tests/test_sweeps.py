@@ -89,6 +89,19 @@ def test_grid_multirun_makes_one_parent_run_with_a_child_per_job(grid, tracking)
     assert artifacts == ["sweep/multirun.yaml"]
 
 
+def test_swept_keys_are_params_of_an_experiment_the_ui_opens_on_runs(grid, tracking):
+    _, children = sweep_runs(tracking, "grid")
+    # `head` is a config group, so only the swept-value param names its choice; `seed` is the config's own
+    assert {(c.data.params["head"], c.data.params["seed"]) for c in children} == {
+        ("linear", "0"),
+        ("linear", "1"),
+        ("mlp", "0"),
+        ("mlp", "1"),
+    }
+    experiment = MlflowClient().get_experiment_by_name("grid")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_compare_prints_the_table_of_a_sweep_and_attaches_it_to_the_parent(grid, tracking, tmp_path, capsys):
     parent, children = sweep_runs(tracking, "grid")
     code = compare.main([parent.info.run_id, "--tracking-uri", tracking, "--out", str(tmp_path)])

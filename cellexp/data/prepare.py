@@ -38,6 +38,7 @@ from cellexp.data.crops import (
     square_cell,
     square_masked_crop,
 )
+from cellexp.data.intensity import to_uint8
 from cellexp.data.livecell import CELL_LINES, parse_image_name
 from cellexp.data.store import CropStore, SplitStore, finish_split, shard_done, write_shard
 from cellexp.errors import DataError
@@ -283,8 +284,11 @@ _LINE_ALIASES = {line.lower(): line for line in CELL_LINES}
 
 
 def read_gray(path: Path) -> np.ndarray:
+    """8-bit grey; a 16-bit or float image is brought there by `intensity.RULE`, as task=predict reads plates."""
     with Image.open(path) as img:
         img.load()
+        if img.mode.startswith(("I", "F")):
+            return to_uint8(np.asarray(img))
         return np.asarray(img.convert("L"))
 
 

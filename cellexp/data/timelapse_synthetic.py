@@ -8,6 +8,7 @@ round cell shared by all lines), so the line is told by some cells of a frame, n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from scipy import ndimage
 from cellexp.data.build_once import build_once
 from cellexp.errors import ConfigError
 from cellexp.progress import progress
+
+log = logging.getLogger(__name__)
 
 LINE_NAMES = ("A549", "HeLa", "MCF7", "U2OS", "HEK293", "PC3", "Jurkat", "NIH3T3")
 # D1 beside D11 and B1: names a substring match would confuse
@@ -191,18 +194,24 @@ def _write_timelapse(
 ) -> None:
     rng = np.random.default_rng(seed)
     jobs = [(line, batch) for line in range(lines) for batch in range(batches)]
-    for line, batch in progress(jobs, desc="synthetic time-lapse", unit="batch"):
-        look = draw_batch_look(rng)
-        folder = out / LINE_NAMES[line] / f"batch_{batch + 1}"
-        folder.mkdir(parents=True, exist_ok=True)
-        experiment = 1700 + 10 * line + batch  # ids like VID1709, next to wells like D1 / D11
-        for well in WELLS[:wells]:
-            for t in range(timepoints):
-                hours = t * interval_hours + rng.uniform(0, 0.2)
-                count = int(cells * look.density * (1 + 0.03 * hours))
-                frame = render_frame(rng, height, width, MORPHOLOGIES[line], look, count, key_share, scale, colonies)
-                name = f"VID{experiment}_{well}_{batch + 1}_{_stamp_time(hours)}.{ext}"
-                Image.fromarray(frame).save(folder / name, quality=95)
+    frames = len(jobs) * wells * timepoints
+    log.info("generating a synthetic time-lapse: %d frames of %dx%d under %s", frames, width, height, out)
+    # counted in frames, not batches: a batch of large frames takes long enough to look stuck
+    with progress(total=frames, desc="synthetic time-lapse", unit="frame") as bar:
+        for line, batch in jobs:
+            look = draw_batch_look(rng)
+            folder = out / LINE_NAMES[line] / f"batch_{batch + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            experiment = 1700 + 10 * line + batch  # ids like VID1709, next to wells like D1 / D11
+            for well in WELLS[:wells]:
+                for t in range(timepoints):
+                    hours = t * interval_hours + rng.uniform(0, 0.2)
+                    count = int(cells * look.density * (1 + 0.03 * hours))
+                    shape = MORPHOLOGIES[line]
+                    frame = render_frame(rng, height, width, shape, look, count, key_share, scale, colonies)
+                    name = f"VID{experiment}_{well}_{batch + 1}_{_stamp_time(hours)}.{ext}"
+                    Image.fromarray(frame).save(folder / name, quality=95)
+                    bar.update(1)
 
 
 def _stamp_time(hours: float) -> str:

@@ -10,6 +10,7 @@ one) never blocks `resume=auto`, which takes the newest complete checkpoint.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -87,6 +88,16 @@ class CheckpointManager:
             raise CheckpointError(f"trainer.resume={resume}: not a complete resumable checkpoint ({needed})")
         return path
 
+    def seal(self) -> None:
+        """Once the whole run has finished (tested too), nothing resumes it: drop the optimizer, scheduler and RNG
+        state, the bulk of a checkpoint, and let an epoch checkpoint whose weights are best's share best's file
+        (a hard link, where the filesystem has them) instead of holding a second copy."""
+        best = self.folder / BEST / MODEL_FILE
+        for path in self.resumable():
+            (path / STATE_FILE).unlink()
+            if best.is_file() and filecmp.cmp(best, path / MODEL_FILE, shallow=False):
+                _share_weights(best, path / MODEL_FILE)
+
     def _prune(self) -> None:
         for old in self.resumable()[: -self.keep_last]:
             _discard(old)
@@ -103,6 +114,16 @@ def _discard(path: Path) -> None:
     trash = path.with_name(f".discarded-{path.name}-{uuid.uuid4().hex[:8]}")
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _share_weights(source: Path, target: Path) -> None:
+    """`target` becomes a hard link to `source` (same bytes), replaced atomically; left as it is where links fail."""
+    link = target.with_name(f".{target.name}.link-{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(source, link)
+    except OSError:
+        return
+    os.replace(link, target)
 
 
 def _complete_meta(path: Path, needs_state: bool) -> dict | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import project_root
-from cellexp.errors import ConfigError
+from cellexp.errors import ConfigError, DataError
 
 DINO_HEAD = "cellexp.models.dino.DinoHead"
 MIL_HEAD = "cellexp.models.mil.GatedAttentionMIL"
@@ -27,6 +27,30 @@ TRAINING_KEYS = (
     "resume",
     "checkpoint",
 )
+
+
+# what each task refuses to start without a trained model (the tasks that need one, and when)
+NEEDS_CKPT = {
+    "classify": "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>",
+    "mil": "task.fit=false predicts with a trained MIL model: give ckpt=<a task=mil run or checkpoint>",
+    "xai": "task=xai explains a trained model: give ckpt=<checkpoint, run folder or MLflow run id>",
+}
+
+
+def preflight(cfg: DictConfig) -> None:
+    """What is refused before a task module (torch, timm, MLflow: seconds) is even imported: a missing `ckpt=`
+    and a dataset folder that is not there, so that the commonest slips answer at once."""
+    name = cfg.task.name
+    needs_model = name == "xai" or (name in NEEDS_CKPT and not cfg.task.get("fit", True))
+    if needs_model and not cfg.get("ckpt"):
+        raise ConfigError(NEEDS_CKPT[name])
+    if name == "predict":  # reads task.images with the trained run's settings, never `dataset`
+        return
+    dataset = cfg.get("dataset") or {}
+    root = Path(str(dataset.get("root") or "")).expanduser()
+    if dataset.get("root") and dataset.get("generate") is None and not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"dataset folder {root} {what} (set dataset.root to your dataset={dataset.get('name')} folder)")
 
 
 def head_target(cfg: DictConfig) -> str:

@@ -74,10 +74,6 @@ def _check_options(cfg: DictConfig) -> None:
             f"ckpt={cfg.ckpt} (the whole model) and backbone.init_from={cfg.backbone.init_from} (its backbone) "
             "both name starting weights: give one"
         )
-    if not cfg.get("ckpt") and not cfg.task.fit:
-        raise ConfigError(
-            "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>"
-        )
     refuse_head(cfg, "task=classify trains a classification head", OTHER_TASKS_HEADS)
     camo = cfg.task.get("camo") or {}
     weight = camo.get("weight", 0.0)

@@ -163,8 +163,6 @@ def _prediction_tags(source: ResolvedCheckpoint, trained: DictConfig) -> dict[st
 
 def _trained_mil(cfg: DictConfig) -> ResolvedCheckpoint:
     """task.fit=false: the task=mil run that `ckpt=` names."""
-    if not cfg.get("ckpt"):
-        raise ConfigError("task.fit=false predicts with a trained MIL model: give ckpt=<a task=mil run or checkpoint>")
     source = resolve(cfg, cfg.ckpt)
     trained_task = source.config.get("task", {}).get("name")
     if trained_task != "mil":

@@ -63,8 +63,6 @@ def run(cfg: DictConfig) -> float:
     accelerator = make_accelerator(cfg.trainer)
     if accelerator.num_processes > 1:
         raise ConfigError("task=xai runs in one process: start it with python train.py, not accelerate launch")
-    if not cfg.get("ckpt"):
-        raise ConfigError("task=xai explains a trained model: give ckpt=<checkpoint, run folder or MLflow run id>")
     set_seed(cfg.seed)
     run_dir, xai = Path(cfg.paths.output_dir), cfg.xai
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:

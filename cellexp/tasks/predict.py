@@ -1,0 +1,133 @@
+"""task=predict: a trained classifier on new microscopy. Cells are found (built-in segmenter) or taken from the
+user's masks, cut as the checkpoint's training cut them, classified and embedded. Written under <run>/predict/
+and logged to MLflow under predict/, tagged with the checkpoint's run id:
+
+    cells.parquet            one row per cell: Metadata_* (plate, image, well, site, time, object, bbox, centroid,
+                             area), predicted_class, prob_<class>, Feature_0.. (the embedding entering the head)
+    images.parquet/.csv      per image: cells, count_<class>, mean_prob_<class>, median Feature_*
+    wells.parquet/.csv       the same per (plate, well)
+    class_shares.png         the predicted classes' shares per well
+    summary.json             images, cells, the settings used, and every skipped input with its reason
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from cellexp.data.livecell import CELL_LINES
+from cellexp.engine.accelerator import make_accelerator
+from cellexp.engine.checkpoint import read_meta
+from cellexp.errors import ConfigError
+from cellexp.loading import load_trained, resolve
+from cellexp.plates.cells import crop_settings
+from cellexp.plates.files import find_images
+from cellexp.plates.inference import classify_crops
+from cellexp.plates.outlines import CocoMasks, LabelFolder
+from cellexp.plates.plate import predict_plate
+from cellexp.plates.profiles import cell_table
+from cellexp.plates.segment import Segmenter, SegmenterSettings
+from cellexp.plates.tables import write_summary, write_tables
+from cellexp.reports.plates import class_shares_figure
+from cellexp.tasks.checks import refuse_training_keys
+from cellexp.tracking import RUN_ID_FILE, start_tracking
+
+log = logging.getLogger(__name__)
+
+SEGMENTERS = ("builtin", "cellpose")
+
+
+def run(cfg: DictConfig) -> float:
+    task = cfg.task
+    _check_options(cfg)
+    accelerator = make_accelerator(cfg.trainer)
+    source = resolve(cfg, cfg.ckpt)
+    trained = source.config
+    if trained.task.name != "classify":
+        raise ConfigError(f"ckpt={cfg.ckpt} is a task={trained.task.name} run; task=predict needs a classifier's")
+    class_names = list(read_meta(source.folder).get("classes") or trained.dataset.get("cell_lines") or CELL_LINES)
+    model = load_trained(source, len(class_names)).to(accelerator.device)
+    transform = model.input_config.transform()
+    images, skipped = find_images(_specs(task.images), task.name_pattern)
+    outlines = _outline_source(task)
+    settings = crop_settings(trained.dataset)
+    channels = int(trained.dataset.get("channels", 1))  # the crop store holds grey crops
+    classify = partial(classify_crops, model, transform, batch_size=task.batch_size, device=accelerator.device)
+    run_dir = Path(cfg.paths.output_dir)
+    with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
+        tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
+        result = predict_plate(images, outlines, classify, settings, channels, task.batch_size)
+        skipped += result.skipped + getattr(outlines, "skipped", [])
+        cells = cell_table(result.rows, _joined(result.probabilities), _joined(result.embeddings), class_names)
+        folder = run_dir / "predict"
+        tables = write_tables(folder, cells, class_names)
+        class_shares_figure(folder / "class_shares.png", tables["wells"], class_names)
+        summary = {
+            "ckpt": str(cfg.ckpt),
+            "checkpoint": str(source.folder),
+            "classes": class_names,
+            "crop": {"size": settings.crop_size, "context_margin": settings.context_margin},
+            "outlines": task.masks or task.segment,
+        }
+        write_summary(folder, result, len(images), len(cells), skipped, summary)
+        cells_per_s = len(cells) / max(sum(result.seconds.values()), 1e-9)
+        tracker.log_metrics(
+            {
+                "predict/cells": len(cells),
+                "predict/images": result.images,
+                "predict/skipped": len(skipped),
+                "predict/cells_per_s": cells_per_s,
+            }
+        )
+        tracker.log_artifacts(folder, "predict")
+    log.info(
+        "predict: %d cells from %d images (%d inputs skipped) -> %s", len(cells), result.images, len(skipped), folder
+    )
+    return float(len(cells))
+
+
+def _check_options(cfg: DictConfig) -> None:
+    """Missing or impossible settings stop the run before the model or any image is loaded."""
+    refuse_training_keys(cfg, "task=predict")
+    if not cfg.get("ckpt"):
+        raise ConfigError("task=predict uses a trained model: give ckpt=<checkpoint, run folder or MLflow run id>")
+    if not cfg.task.images:
+        raise ConfigError("task=predict needs images: give task.images=<folder or glob>")
+    if cfg.task.segment not in SEGMENTERS:
+        raise ConfigError(f"task.segment={cfg.task.segment!r} is not one of {', '.join(SEGMENTERS)}")
+    if cfg.task.segment == "cellpose" and not cfg.task.masks:
+        raise ConfigError(
+            "task.segment=cellpose is not run by cellexp: install it (pip install -e .[cellpose]; its model weights "
+            "are downloaded on first use, which needs network access), run it on the images and give the label "
+            "images it writes as task.masks=<folder> (X.tif -> X_masks.tif); or use task.segment=builtin"
+        )
+    if int(cfg.task.batch_size) < 1:
+        raise ConfigError(f"task.batch_size={cfg.task.batch_size} must be at least 1")
+
+
+def _specs(images) -> list[str]:
+    return [str(images)] if isinstance(images, str) else [str(spec) for spec in OmegaConf.to_container(images)]
+
+
+def _outline_source(task: DictConfig):
+    """The user's masks (a COCO .json or a folder of label images), else the built-in segmenter."""
+    if task.masks:
+        path = Path(str(task.masks)).expanduser()
+        return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path)
+    return Segmenter(SegmenterSettings(**OmegaConf.to_container(task.segmenter)))
+
+
+def _run_id(spec: str, folder: Path) -> str:
+    """The MLflow run that trained the checkpoint: as given, or as its run folder recorded it ('' if unknown)."""
+    for parent in (folder, *folder.parents):
+        if (parent / RUN_ID_FILE).is_file():
+            return (parent / RUN_ID_FILE).read_text().strip()
+    return str(spec) if len(str(spec)) == 32 else ""
+
+
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
