@@ -31,8 +31,9 @@ def _options() -> list[str]:
 def test_every_config_option_composes_and_resolves(make_cfg, choice):
     cfg = make_cfg([choice, *NEEDS.get(choice, [])], tiny=False)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    # training tasks select on validation metrics; task=xai reports on the maps it makes
-    assert resolved["task"]["optimized_metric"].startswith("xai/" if choice == "task=xai" else "val/")
+    # training tasks select on validation metrics; task=xai reports on the maps it makes, task=predict its cells
+    reported = {"task=xai": "xai/", "task=predict": "predict/"}
+    assert resolved["task"]["optimized_metric"].startswith(reported.get(choice, "val/"))
     assert resolved["task"]["direction"] in ("maximize", "minimize")
 
 
@@ -160,7 +161,10 @@ def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, 
             r"task=ssl follows DINO's per-step schedules \(optim/scheduler=dino\)",
         ),
         (["task=ssl", "head=linear"], "task=ssl trains DINO's projection head: head=dino"),
-        (["task=xai", "trainer.max_epochs=5"], "trainer.max_epochs=5 does not apply: task=xai trains nothing"),
+        (
+            ["task=xai", "ckpt=some_run", "trainer.max_epochs=5"],
+            "trainer.max_epochs=5 does not apply: task=xai trains nothing",
+        ),
         (["head=dino"], "task=classify trains a classification head, not head=dino"),
     ],
 )
