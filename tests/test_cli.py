@@ -35,6 +35,13 @@ def test_missing_dataset_folder_is_named(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_unset_dataset_folder_is_named(tmp_path):
+    result = train("dataset=livecell", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "dataset.root is not set: dataset=livecell reads your copy of the data, give dataset.root=" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
     result = train("trainer.precision=fp16", "trainer.cpu=true", tmp_path=tmp_path)
     assert result.returncode == 1
@@ -59,6 +66,7 @@ def test_image_size_that_does_not_fit_the_patch_size_is_named(tmp_path):
     assert result.returncode == 1
     assert "image_size=48 is not divisible by the patch size 32" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before any data is generated
 
 
 def test_a_log_file_has_no_progress_bar_frames(tmp_path):

@@ -72,21 +72,25 @@ class ClassifierTrainer(Trainer):
         return torch.cat(logits), torch.cat(targets)
 
     def evaluate(self, dl: DataLoader) -> dict[str, float]:
-        metrics = classification_metrics(*self.predict(dl), self.class_names)
-        if self.camo is not None:
-            metrics.update(self.camo.summary(self.gradcamo(dl)))
-        return metrics
+        if self.camo is None:
+            return classification_metrics(*self.predict(dl), self.class_names)
+        logits, targets, shares = self.predict_with_gradcamo(dl)
+        return {**classification_metrics(logits, targets, self.class_names), **self.camo.summary(shares)}
 
-    def gradcamo(self, dl: DataLoader) -> np.ndarray:
-        """Each cell's Grad-CAMO on the model in eval mode (NaN where its map is empty), gathered from every rank."""
+    def predict_with_gradcamo(self, dl: DataLoader) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """`predict`'s logits and targets and each cell's Grad-CAMO (NaN where its map is empty), from the one
+        forward pass that Grad-CAMO needs anyway (with grads, model in eval mode), gathered from every rank."""
         self.model.eval()
-        shares = []
+        logits, targets, shares = [], [], []
         for crops, labels, masks in dl:
             inputs, masks = self.eval_transform(crops, masks)
             with torch.enable_grad(), self.autocast(), self.camo.capture():
-                logits = self.model(self.model_input(inputs))
+                out = self.model(self.model_input(inputs))
             with torch.enable_grad():
-                share, has_mass = self.camo.inside_share(logits, labels, masks, create_graph=False)
+                share, has_mass = self.camo.inside_share(out, labels, masks, create_graph=False)
             share = torch.where(has_mass, share.detach(), torch.nan)
-            shares.append(self.acc.gather_for_metrics(share).cpu())
-        return torch.cat(shares).numpy().astype(np.float64)
+            out, labels, share = self.acc.gather_for_metrics((out.detach().float(), labels, share))
+            logits.append(out.cpu())
+            targets.append(labels.cpu())
+            shares.append(share.cpu())
+        return torch.cat(logits), torch.cat(targets), torch.cat(shares).numpy().astype(np.float64)
