@@ -44,8 +44,8 @@ def eval_rate(model, transform, dataset, batch: int) -> float:
     return cells / (time.perf_counter() - start)
 
 
-def predict_rate(images, source, classify, settings, batch: int) -> tuple[float, int]:
-    result = predict_plate(images, source, classify, settings, 1, batch)
+def predict_rate(images, source, classify, settings, inputs, batch: int) -> tuple[float, int]:
+    result = predict_plate(images, source, classify, settings, inputs, batch)
     return len(result.rows) / sum(result.seconds.values()), len(result.rows)
 
 
@@ -69,7 +69,8 @@ def main() -> None:
         )
         data = load_crop_data(cfg.dataset, seed=0)
         model = build_model(cfg, num_classes=8).eval()
-        transform = model.input_config.transform()
+        inputs = model.input_config
+        transform = inputs.transform()
         root = Path(cfg.dataset.root)
         images, _ = find_images([str(root / "images" / "livecell_test_images")], PATTERN)
         settings = crop_settings(cfg.dataset)
@@ -79,9 +80,9 @@ def main() -> None:
         rates: dict[str, list] = {"eval": [], "predict": [], "segment": []}
         for _ in range(args.repeats):  # interleaved: other jobs on a shared machine slow single runs
             rates["eval"].append(eval_rate(model, transform, data.splits["test"], args.batch))
-            rates["predict"].append(predict_rate(images, CocoMasks(coco), classify, settings, args.batch))
+            rates["predict"].append(predict_rate(images, CocoMasks(coco), classify, settings, inputs, args.batch))
             segmenter = Segmenter(SegmenterSettings(seed_depth=3.0))
-            rates["segment"].append(predict_rate(images, segmenter, classify, settings, args.batch))
+            rates["segment"].append(predict_rate(images, segmenter, classify, settings, inputs, args.batch))
     threads = torch.get_num_threads()
     print(f"{len(images)} images 704x520, backbone {args.backbone}, batch {args.batch}, {threads} threads")
     evaluated = max(rates["eval"])

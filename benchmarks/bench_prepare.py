@@ -23,6 +23,7 @@ from PIL import Image
 
 from cellexp.data.coco import load_coco
 from cellexp.data.crops import cell_box, square_fit, square_mask
+from cellexp.data.pixels import read_pixels
 from cellexp.data.prepare import CropSettings, _livecell_cells, prepare_crop_store, read_gray
 from cellexp.data.sources import find_livecell_sources
 from cellexp.data.synthetic import generate_synthetic_livecell
@@ -66,7 +67,7 @@ def main() -> None:
         for i in ids:
             _livecell_cells(
                 coco.imgs[i]["file_name"],
-                sources["train"].image_dir / coco.imgs[i]["file_name"],
+                read_pixels(sources["train"].image_dir / coco.imgs[i]["file_name"]),
                 coco.imgToAnns[i],
                 settings,
                 {"dropped": Counter(), "invalid_cells": []},

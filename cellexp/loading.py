@@ -5,9 +5,10 @@
 rebuilt from that run's own config, which is checked first: only the `_target_`s that cellexp's own configs name
 can be instantiated from it, so a checkpoint from someone else never runs code. Weights load from safetensors.
 
-Built models carry their input config (`backbone.input_config`: size, channels, normalisation), from which every
-transform is made; checkpoints record it. A ViT trained at another image size gets its position embedding
-resampled to the new patch grid, as timm does for pretrained weights.
+Built models carry their input config (`backbone.input_config`: size, channels, intensity ranges, normalisation),
+from which every transform is made; checkpoints record it, and a trained model is rebuilt with the one it
+recorded (its channels and 16-bit ranges came from its data, not from its config). A ViT trained at another image
+size gets its position embedding resampled to the new patch grid, as timm does for pretrained weights.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 
 from cellexp.config import project_root
 from cellexp.data.transforms import InputConfig
-from cellexp.engine.checkpoint import BEST, MODEL_FILE, load_model_state
+from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, load_model_state, read_meta
 from cellexp.errors import CheckpointError
 from cellexp.models.classifier import CellClassifier
 
@@ -45,16 +46,25 @@ class ResolvedCheckpoint:
 # ------------------------------------------------------------------------------------------------- building
 
 
-def build_backbone(cfg: DictConfig, **options) -> nn.Module:
-    """The configured backbone, carrying the input config that `cfg.dataset` describes."""
-    backbone = instantiate(cfg.backbone, **options)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
-    backbone.input_config = InputConfig.from_dataset(cfg.dataset)
+def build_backbone(cfg: DictConfig, inputs: InputConfig | None = None, **options) -> nn.Module:
+    """The configured backbone, carrying `inputs` (by default the input config that `cfg.dataset` describes)."""
+    inputs = inputs or InputConfig.from_dataset(cfg.dataset)
+    backbone = instantiate(cfg.backbone, **options)(in_chans=inputs.in_chans, image_size=inputs.image_size)
+    backbone.input_config = inputs
     return backbone
 
 
-def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
+def check_backbone(cfg: DictConfig) -> None:
+    """Build the configured backbone on the meta device (shapes only: no weights, memory or download, well under a
+    second), so that an input it cannot take, such as an image size its patches do not divide, stops a run before
+    any data is prepared."""
+    with torch.device("meta"):
+        build_backbone(cfg, pretrained=False)
+
+
+def build_model(cfg: DictConfig, num_classes: int, inputs: InputConfig | None = None) -> CellClassifier:
     """Backbone plus the configured head, sized to the backbone's embedding."""
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, inputs)
     head = instantiate(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
     return CellClassifier(backbone, head)
 
@@ -71,10 +81,24 @@ def load_weights(model: nn.Module, folder: Path) -> None:
 
 
 def load_trained(source: ResolvedCheckpoint, num_classes: int) -> CellClassifier:
-    """The model `source` was trained as, built from its run's config, with its weights, in eval mode."""
-    model = build_model(source.config, num_classes)
+    """The model `source` was trained as, built from its run's config and recorded input, with its weights, in
+    eval mode."""
+    model = build_model(source.config, num_classes, trained_inputs(source))
     load_weights(model, source.folder)
     return model.eval()
+
+
+def trained_classes(source: ResolvedCheckpoint, default: tuple[str, ...]) -> list[str]:
+    """The classes a trained classifier predicts, in its logits' order: as its checkpoint recorded them, else its
+    run's `dataset.cell_lines`, else `default`."""
+    recorded = read_meta(source.folder).get("classes") if (source.folder / META_FILE).is_file() else None
+    return list(recorded or source.config.dataset.get("cell_lines") or default)
+
+
+def trained_inputs(source: ResolvedCheckpoint) -> InputConfig:
+    """The input config the checkpoint recorded; its run's `dataset` for checkpoints that recorded none."""
+    record = read_meta(source.folder).get("input") if (source.folder / META_FILE).is_file() else None
+    return InputConfig.from_record(record) if record else InputConfig.from_dataset(source.config.dataset)
 
 
 # ----------------------------------------------------------------------------------------------- resolving
@@ -193,7 +217,7 @@ def init_backbone(cfg: DictConfig, backbone: nn.Module) -> ResolvedCheckpoint | 
     if not spec:
         return None
     source = resolve(cfg, spec, option="backbone.init_from")
-    built = (cfg.backbone.get("model_name"), cfg.dataset.in_chans)
+    built = (cfg.backbone.get("model_name"), backbone.input_config.in_chans)
     load_backbone(backbone, source, f"backbone.init_from={spec}", built)
     return source
 
@@ -203,8 +227,9 @@ def pretrained_backbone(cfg: DictConfig, spec: str, option: str = "ckpt") -> tup
     weights, in eval mode: for tasks that embed cells with a trained backbone (the MIL task's `ckpt=`)."""
     source = resolve(cfg, spec, option=option)
     run = source.config
-    backbone = build_backbone(run)
-    load_backbone(backbone, source, f"{option}={spec}", (run.backbone.get("model_name"), run.dataset.in_chans))
+    backbone = build_backbone(run, trained_inputs(source))
+    built = (run.backbone.get("model_name"), backbone.input_config.in_chans)
+    load_backbone(backbone, source, f"{option}={spec}", built)
     return backbone.eval(), source
 
 

@@ -16,7 +16,7 @@ from cellexp.tasks.checks import preflight
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classify", "xai", "ssl", "mil", "predict")
+TASKS = ("classify", "xai", "ssl", "mil", "predict", "embed")
 
 
 def run(cfg: DictConfig) -> float:

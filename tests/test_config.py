@@ -31,8 +31,8 @@ def _options() -> list[str]:
 def test_every_config_option_composes_and_resolves(make_cfg, choice):
     cfg = make_cfg([choice, *NEEDS.get(choice, [])], tiny=False)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    # training tasks select on validation metrics; task=xai reports on the maps it makes, task=predict its cells
-    reported = {"task=xai": "xai/", "task=predict": "predict/"}
+    # training tasks select on validation metrics; task=xai reports on the maps it makes, predict and embed their cells
+    reported = {"task=xai": "xai/", "task=predict": "predict/", "task=embed": "embed/"}
     assert resolved["task"]["optimized_metric"].startswith(reported.get(choice, "val/"))
     assert resolved["task"]["direction"] in ("maximize", "minimize")
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -21,7 +24,7 @@ from cellexp.data.prepare import CropSettings, SplitSource, prepare_crop_store, 
 from cellexp.data.sampling import BalancedSampler
 from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.store import SplitStore
-from cellexp.data.transforms import BatchTransform
+from cellexp.data.transforms import BatchTransform, InputConfig
 from cellexp.errors import ConfigError, DataError
 
 
@@ -255,6 +258,23 @@ def test_bad_inputs_are_reported_by_name_and_the_rest_is_prepared(tmp_path):
     assert len(store.labels("val")) == 8
 
 
+def test_16bit_and_multichannel_images_are_stored_as_imaged_and_other_kinds_listed(tmp_path):
+    sources = _write_dataset(tmp_path / "src", images_per_split=3, splits=("train",))
+    names = [entry["file_name"] for entry in json.loads(sources["train"].annotation_file.read_text())["images"]]
+    image_dir = sources["train"].image_dir
+    for k, name in enumerate(names):
+        ramp = np.linspace(100, 4000, 40 * 60).reshape(40, 60).astype(np.uint16)
+        pixels = np.stack([ramp, ramp[::-1] + k]) if k < 2 else ramp  # the third: one channel, another kind
+        tifffile.imwrite(image_dir / name, pixels)
+    store = prepare_crop_store(sources, CropSettings(crop_size=16), tmp_path / "cache")
+    crops = store.images("train")[:]
+    assert store.kind == "2 channels of uint16" and crops.shape == (4, 2, 16, 16) and crops.dtype == np.uint16
+    assert crops.max() > 255 and (crops[:, 0] != crops[:, 1]).any()  # every channel, 16 bits as imaged
+    (failed,) = store.splits["train"].summary["failed_images"]
+    assert failed["image"] == names[2]
+    assert "1 channel of uint16; the split's images have 2 channels of uint16" in failed["reason"]
+
+
 def _write_cls_dataset(root: Path) -> None:
     """LIVECell-CLS layout: 12x12 pngs whose nonzero pixels are the cell, classes from folders or names."""
     cells = {
@@ -378,3 +398,14 @@ def test_flip_prob_flips_without_turning_and_jitter_prob_spares_a_share_of_the_c
     assert abs(unchanged - 0.5) < 0.1
     with pytest.raises(ValueError, match="flip_prob"):
         BatchTransform(image_size=6, augment=True, flip_prob=0.3, degrees=10)
+
+
+def test_16bit_crops_are_scaled_by_their_recorded_channel_ranges():
+    inputs = InputConfig(8, in_chans=2, mean=0.0, std=1.0, channels=2, intensity=((100.0, 1100.0), (0.0, 4000.0)))
+    assert InputConfig.from_record(json.loads(json.dumps(asdict(inputs)))) == inputs  # as meta.json records it
+    crops = torch.tensor([[100, 600, 1100, 3000], [0, 1000, 2000, 8000]], dtype=torch.uint16).view(1, 2, 2, 2)
+    x = inputs.transform()(crops)
+    expected = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.0, 0.25, 0.5, 1.0]]).view(1, 2, 2, 2)
+    torch.testing.assert_close(F.interpolate(expected, size=(8, 8), mode="bilinear", antialias=True), x)
+    grey = InputConfig(8, mean=0.0, std=1.0).transform()(torch.full((1, 1, 8, 8), 51, dtype=torch.uint8))
+    torch.testing.assert_close(grey, torch.full((1, 1, 8, 8), 0.2))  # 8-bit crops: / 255 as before

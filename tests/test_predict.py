@@ -11,23 +11,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from PIL import Image
 
 import cellexp
 from cellexp.data.crops import cell_box, cell_mask
+from cellexp.data.datamodule import load_crop_data, open_crop_store
 from cellexp.data.intensity import to_uint8
 from cellexp.data.livecell import parse_image_name
 from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError, DataError
+from cellexp.loading import load_trained, resolve_checkpoint
+from cellexp.plates.files import PlateImage, find_images
 from cellexp.plates.profiles import IMAGE_KEYS, WELL_KEYS
-from cellexp.plates.reading import read_channels
+from cellexp.plates.reading import as_trained, read_field
 from cellexp.plates.segment import SegmenterSettings, segment
 from tests.conftest import TINY_MODEL, compose_cfg, tracked_run
 
 CLASSES = 8
 # task=predict trains nothing: the tiny model's settings without the trainer's training keys
 PREDICT = ["task=predict", "trainer.cpu=true"]
+PATTERN = r"_(?P<well>[A-Za-z]{1,2}\d{1,3})_(?P<site>\d+)_(?P<time>\d+d\d+h\d+m)"
 
 
 @pytest.fixture(scope="module")
@@ -193,20 +200,60 @@ def test_channel_counts_must_match(make_cfg, trained, plate, tmp_path):
         grey = np.asarray(Image.open(plate["folder"] / name))
         colour = np.stack([grey, np.roll(grey, 3, axis=0), 255 - grey], axis=-1)
         Image.fromarray(colour).save(tmp_path / "rgb" / f"{Path(name).stem}.png")
-    with pytest.raises(ConfigError, match=r"trained on 1-channel images; the plate's images have 3 channels"):
+    first = f"{Path(sorted(plate['truth'])[0]).stem}.png"
+    with pytest.raises(ConfigError, match=r"trained on 1-channel images .*; the plate's images have 3 channels") as err:
         _predict(make_cfg, trained, tmp_path / "rgb")
+    assert first in str(err.value)
+
+
+def _field(path: Path, *channel_files: Path) -> PlateImage:
+    return PlateImage(path, path.parent.name, {}, tuple(channel_files))
 
 
 def test_wider_images_are_stretched_by_one_rule(tmp_path):
     ramp = np.linspace(0, 4095, 64 * 80).reshape(64, 80).astype(np.uint16)  # a 12-bit camera in a 16-bit file
     tifffile.imwrite(tmp_path / "a.tif", ramp)
-    read = read_channels(tmp_path / "a.tif")
-    assert read.shape == (1, 64, 80) and read.dtype == np.uint8
-    assert read.min() == 0 and read.max() == 255
+    raw = read_field(_field(tmp_path / "a.tif"))
+    assert raw.shape == (1, 64, 80) and raw.dtype == np.uint16
+    read = as_trained(raw, InputConfig(32))  # an 8-bit model: stretched per image
+    assert read.dtype == np.uint8 and read.min() == 0 and read.max() == 255
     np.testing.assert_array_equal(read[0], to_uint8(ramp))
+    sixteen = InputConfig(32, intensity=((0.0, 4095.0),))  # a 16-bit model: as they are, its ranges scale them
+    np.testing.assert_array_equal(as_trained(raw, sixteen), raw)
     grey = (ramp // 16).astype(np.uint8)
     Image.fromarray(np.stack([grey] * 3, axis=-1)).save(tmp_path / "b.png")  # grey saved as RGB: one channel
-    np.testing.assert_array_equal(read_channels(tmp_path / "b.png"), grey[None])
+    np.testing.assert_array_equal(read_field(_field(tmp_path / "b.png")), grey[None])
+    assert as_trained(grey[None], sixteen) is None  # 8-bit pixels for a 16-bit model
+
+
+def test_channels_as_separate_files(tmp_path):
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for site in (1, 2):
+        for channel in (2, 10):  # numbers in order: ch2 before ch10
+            tifffile.imwrite(
+                plate / f"A172_Phase_B3_{site}_00d04h00m_1_ch{channel}.tif",
+                np.full((20, 30), channel * site, np.uint16),
+            )
+    tifffile.imwrite(plate / "notes_without_channel.tif", np.zeros((20, 30), np.uint16))
+    images, skipped = find_images([str(plate)], PATTERN, r"_ch(?P<channel>\d+)")
+    assert [image.path.name for image in images] == [f"A172_Phase_B3_{s}_00d04h00m_1.tif" for s in (1, 2)]
+    assert [p.name for p in images[0].channel_files] == [
+        "A172_Phase_B3_1_00d04h00m_1_ch2.tif",
+        "A172_Phase_B3_1_00d04h00m_1_ch10.tif",
+    ]
+    assert images[1].fields == {"well": "B3", "site": "2", "time": "00d04h00m"}
+    assert [Path(s["input"]).name for s in skipped] == ["notes_without_channel.tif"]
+    pixels = read_field(images[1])
+    assert pixels.shape == (2, 20, 30) and pixels[:, 0, 0].tolist() == [4, 20]
+    tifffile.imwrite(images[0].channel_files[1], np.zeros((20, 31), np.uint16))
+    with pytest.raises(
+        ValueError,
+        match=r"do not stack.*_ch2\.tif \(1 channel of uint16, 30x20\).*_ch10\.tif \(1 channel of uint16, 31x20\)",
+    ):
+        read_field(images[0])
+    with pytest.raises(ConfigError, match="group named channel"):
+        find_images([str(plate)], PATTERN, r"_ch\d+")
 
 
 def test_cellpose_is_not_built_in(make_cfg, trained, plate):
@@ -227,3 +274,117 @@ def test_predict_does_not_ask_for_the_dataset_folder_it_never_reads(tmp_path, da
             )
         )
     GlobalHydra.instance().clear()
+
+
+# ------------------------------------------------------------------ several channels, 16 bits (the acceptance test)
+
+DATA_16BIT = [
+    "dataset=synthetic_16bit",
+    "dataset.generate.images_per_line={train:2,val:1,test:1}",
+    "dataset.generate.height=256",
+    "dataset.generate.width=320",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_16bit(tmp_path_factory, data_dir) -> Path:
+    """A tiny classifier trained for one epoch on the 2-channel 16-bit synthetic variant: its run folder."""
+    folder = tmp_path_factory.mktemp("predict_16bit") / "clf"
+    overrides = [*TINY_MODEL, *DATA_16BIT, "logger=none", "trainer.max_epochs=1", "head=linear"]
+    cellexp.run(compose_cfg(overrides, folder, data_dir, tiny=False))
+    GlobalHydra.instance().clear()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plate_16bit(tmp_path_factory) -> Path:
+    """A 2-channel 16-bit plate of other seeds than training's: its image folder."""
+    root = generate_synthetic_livecell(
+        tmp_path_factory.mktemp("plate_16bit") / "synthetic",
+        seed=11,
+        images_per_line={"test": 1},
+        height=256,
+        width=320,
+        channels=2,
+        bit_depth=16,
+    )
+    return root / "images" / "livecell_test_images"
+
+
+def test_a_16bit_two_channel_plate_trains_and_predicts(make_cfg, trained_16bit, plate_16bit, data_dir, tmp_path):
+    store = open_crop_store(compose_cfg([*TINY_MODEL, *DATA_16BIT], tmp_path / "store", data_dir, tiny=False).dataset)
+    GlobalHydra.instance().clear()
+    train = store.images("train")
+    assert store.kind == "2 channels of uint16" and train.dtype == np.uint16 and train.shape[1:] == (2, 48, 48)
+    assert train[:64].max() > 255  # the 12-bit camera's values, as imaged
+    source = resolve_checkpoint(str(trained_16bit), OmegaConf.create({"name": "none"}), tmp_path)
+    model = load_trained(source, CLASSES)
+    inputs = model.input_config
+    assert (inputs.in_chans, inputs.channels, len(inputs.intensity)) == (2, 2, 2)
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 2
+    assert all(100 <= low < high <= 65535 for low, high in inputs.intensity)  # measured on the training cells
+
+    cfg, cells, summary = _predict(make_cfg, trained_16bit, plate_16bit)
+    settings = SegmenterSettings(**cfg.task.segmenter)
+    detected = {}
+    for path in sorted(plate_16bit.iterdir()):
+        labels = segment(tifffile.imread(path)[0], settings)  # the segmenter reads the first channel
+        detected[path.name] = len(np.unique(labels)) - 1
+    assert cells.groupby("Metadata_Image").size().to_dict() == detected  # one row per detected cell
+    probs = cells.filter(like="prob_").to_numpy()
+    assert probs.shape[1] == CLASSES
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert summary["input"] == {"kind": "2 channels of uint16", "intensity": [list(r) for r in inputs.intensity]}
+
+    # the same plate as one file per channel: the same cells, the same probabilities
+    split = tmp_path / "channel_files"
+    split.mkdir()
+    for path in sorted(plate_16bit.iterdir()):
+        for k, channel in enumerate(tifffile.imread(path), start=1):
+            tifffile.imwrite(split / f"{path.stem}_w{k}.tif", channel)
+    _, separate, _ = _predict(
+        make_cfg, trained_16bit, split, "task.channel_pattern='_w(?P<channel>\\d)'", run_name="files"
+    )
+    pd.testing.assert_frame_equal(separate.drop(columns="Metadata_Plate"), cells.drop(columns="Metadata_Plate"))
+
+
+def test_a_model_refuses_a_plate_of_another_channel_count(make_cfg, trained, trained_16bit, plate, plate_16bit):
+    first = sorted(plate_16bit.iterdir())[0].name
+    with pytest.raises(ConfigError, match=r"trained on 1-channel images .*have 2 channels of uint16") as err:
+        _predict(make_cfg, trained, plate_16bit)
+    assert first in str(err.value)
+    with pytest.raises(ConfigError, match=r"trained on 2-channel images .*have 1 channel of uint8") as err:
+        _predict(make_cfg, trained_16bit, plate["folder"], run_name="other_way")
+    assert sorted(plate["truth"])[0] in str(err.value)
+
+
+# ------------------------------------------------------------------ task=embed: the same table for a dataset split
+
+EMBED = ["task=embed", "trainer.cpu=true", "dataset.crop_size=48", "dataset.image_size=32"]
+
+
+def test_embed_tabulates_a_split_as_predict_does(make_cfg, trained, data_dir, tmp_path):
+    split = "dataset.generate.images_per_line={train:3,val:1,test:1}"
+    cfg = make_cfg([*EMBED, split, f"ckpt={trained}", "task.split=val"], run_name="embed", tiny=False)
+    cellexp.run(cfg)
+    folder = Path(cfg.paths.output_dir) / "embed"
+    cells = pd.read_parquet(folder / "cells.parquet")
+    data = load_crop_data(cfg.dataset, seed=cfg.seed)
+    val = data.splits["val"]
+    assert len(cells) == len(val) > 0
+    assert cells.true_class.tolist() == [data.class_names[label] for label in val.labels]
+    meta = ["Plate", "Image", "Well", "Site", "Time", "ObjectNumber", "BBox_X", "BBox_Y", "BBox_W", "BBox_H"]
+    meta += ["Centroid_X", "Centroid_Y", "Area"]
+    assert [c for c in cells.columns if c.startswith("Metadata_")] == [f"Metadata_{m}" for m in meta]
+    source = resolve_checkpoint(str(trained), OmegaConf.create({"name": "none"}), tmp_path)
+    width = load_trained(source, CLASSES).backbone.num_features
+    assert [c for c in cells.columns if c.startswith("Feature_")] == [f"Feature_{i}" for i in range(width)]
+    np.testing.assert_allclose(cells.filter(like="prob_").to_numpy().sum(axis=1), 1, atol=1e-5)
+    manifest = data.store.manifest("val")
+    assert cells.Metadata_ObjectNumber.tolist() == [int(manifest[i]["annotation_id"]) for i in val.indices]
+    assert set(cells.Metadata_Well) == {"D1"} and (folder / "wells.parquet").is_file()
+    assert tracked_run(cfg).data.metrics["embed/cells"] == len(cells)
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=r"dataset\.crop_size=64 \(the checkpoint's: 48\)"):
+        cellexp.run(make_cfg([*EMBED, "dataset.crop_size=64", f"ckpt={trained}"], run_name="other", tiny=False))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from cellexp.data import synthetic
@@ -254,3 +255,17 @@ def test_a_folder_generated_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(ConfigError, match=r"other settings \(density 1.0 there, 0.5 asked\).*dataset.root=") as error:
         _generate(root, images_per_line={"test": 1}, density=0.5)
     assert str(root) in str(error.value)
+
+
+def test_the_multichannel_16bit_variant_keeps_the_phase_channel(dataset, tmp_path):
+    variant = _generate(tmp_path / "variant", images_per_line={"test": 1}, channels=2, bit_depth=16)
+    names = sorted(p.name for p in (variant / TEST_IMAGE_DIR).iterdir())
+    assert names == sorted(p.name for p in (dataset / TEST_IMAGE_DIR).iterdir())
+    for name in names:
+        pixels = tifffile.imread(variant / TEST_IMAGE_DIR / name)
+        assert pixels.shape == (2, HEIGHT, WIDTH) and pixels.dtype == np.uint16
+        phase = np.asarray(Image.open(dataset / TEST_IMAGE_DIR / name)).astype(np.uint16)
+        np.testing.assert_array_equal(pixels[0], phase * 16 + 100)  # a 12-bit camera's range
+        assert pixels[1].max() > 2000 and np.median(pixels[1]) < 600  # bright stained cells on a dark background
+    with pytest.raises(ConfigError, match="was generated with other settings.*channels"):
+        _generate(tmp_path / "variant", images_per_line={"test": 1}, channels=3, bit_depth=16)

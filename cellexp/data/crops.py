@@ -73,8 +73,9 @@ def square_cell(
     """
     squared_mask = square_mask(mask, size)
     nh, nw, top, left = _fitted(box[3] - box[1], box[2] - box[0], size)
-    squared = np.zeros((size, size), dtype=np.uint8)
-    squared[top : top + nh, left : left + nw] = np.asarray(image.resize((nw, nh), Image.Resampling.BILINEAR, box=box))
+    resized = np.asarray(image.resize((nw, nh), Image.Resampling.BILINEAR, box=box))
+    squared = np.zeros((size, size), dtype=resized.dtype)
+    squared[top : top + nh, left : left + nw] = resized
     squared *= squared_mask
     return squared, squared_mask
 
@@ -99,6 +100,24 @@ def context_cell(
         return window, placed
     crop = np.asarray(Image.fromarray(window).resize((size, size), Image.Resampling.BILINEAR))
     return crop, square_mask(placed, size)
+
+
+def cut_channels(
+    pictures: list[Image.Image],
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    box: tuple[int, int, int, int],
+    size: int,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One cell of a (C, H, W) image, every channel cut alike: a (C, S, S) crop in the image's dtype and the cell's
+    (S, S) mask; on black (`margin` 0, from `pictures`, the channels as PIL images made once per image) or in its
+    surroundings. The crop store and task=predict both cut through here."""
+    if margin > 0:
+        cut = [context_cell(channel, mask, box, size, margin) for channel in pixels]
+    else:
+        cut = [square_cell(picture, mask, box, size) for picture in pictures]
+    return np.stack([crop for crop, _ in cut]), cut[0][1]
 
 
 # more vertices than any cell outline has: a file that gives more is damaged
@@ -169,8 +188,9 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def square_masked_crop(pixels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A published crop whose background was blacked out (LIVECell-CLS): its mask is its nonzero pixels."""
-    mask = square_mask((pixels > 0).astype(np.uint8), size)
-    crop = square_fit(pixels, size, Image.Resampling.BILINEAR)
-    crop *= mask
-    return crop, mask
+    """A published crop whose background was blacked out (LIVECell-CLS): its mask is its nonzero pixels (in any
+    channel). (H, W) pixels give an (S, S) crop, (C, H, W) ones a (C, S, S) crop."""
+    stack = pixels if pixels.ndim == 3 else pixels[None]
+    mask = square_mask((stack > 0).any(axis=0).astype(np.uint8), size)
+    crop = np.stack([square_fit(channel, size, Image.Resampling.BILINEAR) for channel in stack]) * mask
+    return (crop if pixels.ndim == 3 else crop[0]), mask

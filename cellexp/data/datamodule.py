@@ -6,7 +6,7 @@ Time-lapse data comes the same way: its patch store, split by sequence, as crop 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +15,19 @@ from torch.utils.data import DataLoader
 
 from cellexp.data.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.dataset import CropDataset, collate_batch
+from cellexp.data.intensity import channel_ranges
 from cellexp.data.livecell import CELL_LINES
 from cellexp.data.prepare import CropSettings, prepare_crop_store
 from cellexp.data.sampling import BalancedSampler, SeededShuffleSampler
 from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
-from cellexp.data.store import CropStore
+from cellexp.data.store import CropStore, channel_batch
 from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError
 
 FORMATS = ("livecell", "livecell_cls")
+# training crops the intensity ranges of 16-bit data are measured on (a seeded sample)
+RANGE_SAMPLE = 4096
 
 
 @dataclass
@@ -35,6 +39,28 @@ class CropData:
     def masked(self) -> CropData:
         """The same data with each cell's mask in every batch (Grad-CAMO in training)."""
         return CropData(self.store, {name: split.masked() for name, split in self.splits.items()}, self.class_names)
+
+    def input_config(self, dataset_cfg: DictConfig, seed: int = 0) -> InputConfig:
+        """What a model trained on this data takes: `dataset`'s size and normalisation; the data's channels (grey
+        crops repeated to `dataset.in_chans`; several channels are taken as they are, so in_chans must be 1 or
+        their count); for 16-bit data, each channel's intensity range on the training split's cells."""
+        inputs = InputConfig.from_dataset(dataset_cfg)
+        channels, in_chans = self.store.channels, inputs.in_chans
+        if channels > 1 and in_chans not in (1, channels):
+            raise ConfigError(
+                f"dataset.in_chans={in_chans}: the images have {channels} channels, which the model takes as they "
+                f"are (a grey image is what is repeated); give dataset.in_chans={channels} or 1"
+            )
+        intensity = self._ranges(seed) if self.store.dtype == "uint16" else None
+        return replace(inputs, in_chans=max(in_chans, channels), channels=channels, intensity=intensity)
+
+    def _ranges(self, seed: int) -> tuple[tuple[float, float], ...]:
+        train = self.splits["train"]
+        if not len(train):
+            raise ConfigError("the training split has no crops: the 16-bit intensity ranges are measured on it")
+        picked = np.sort(np.random.default_rng(seed).permutation(len(train))[:RANGE_SAMPLE])
+        rows = train.indices[picked]
+        return channel_ranges(channel_batch(self.store.images(train.split)[rows]), self.store.masks(train.split)[rows])
 
 
 def open_crop_store(dataset_cfg: DictConfig) -> CropStore:

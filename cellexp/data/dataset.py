@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cellexp.data.store import CropStore
+from cellexp.data.store import CropStore, channel_batch
 
 
 class CropDataset(Dataset):
-    """(crop (1,S,S) uint8, label) pairs of one split.
+    """(crop (C,S,S), label) pairs of one split.
 
     `rows` restricts it to some of the split's crops (a patch store holds every sequence's patches in one
     split); `classes` keeps some cell lines only (store labels, in the order given, become 0..k-1); `limit`
@@ -50,12 +50,12 @@ class CropDataset(Dataset):
         return crops[0], int(labels[0])
 
     def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
-        """(crops (B,1,S,S) uint8, labels (B,)), and the cells' masks (B,1,S,S) uint8 0/1 `with_masks`."""
+        """(crops (B,C,S,S) uint8 or uint16, labels (B,)), and the cells' masks (B,1,S,S) uint8 0/1 `with_masks`."""
         if self._images is None:
             self._images = self.store.images(self.split)
         positions = np.asarray(positions)
         rows = self.indices[positions]
-        crops = torch.from_numpy(self._images[rows]).unsqueeze(1)
+        crops = torch.from_numpy(channel_batch(self._images[rows]))
         labels = torch.from_numpy(self.labels[positions])
         if not self.with_masks:
             return crops, labels

@@ -32,22 +32,23 @@ from cellexp.data.coco import read_coco
 from cellexp.data.crops import (
     cell_box,
     cell_mask,
-    context_cell,
+    cut_channels,
     outline_problem,
     polygon_problem,
-    square_cell,
     square_masked_crop,
 )
 from cellexp.data.intensity import to_uint8
 from cellexp.data.livecell import CELL_LINES, parse_image_name
+from cellexp.data.pixels import READ_ERRORS, describe, pixel_kind, read_pixels
 from cellexp.data.store import CropStore, SplitStore, finish_split, shard_done, write_shard
 from cellexp.errors import DataError
 from cellexp.progress import progress
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 2
-# what a broken image file raises from PIL: unreadable, truncated, not an image at all
+# 3: crops hold every channel of the images, 16-bit images as they are (2: grey 8-bit crops)
+STORE_VERSION = 3
+# what an image that reads but cannot be cut raises (a name without a cell line, a damaged picture)
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
@@ -131,6 +132,10 @@ def prepare_crop_store(
     if unreadable:
         kept = f"; the other splits are prepared and kept ({', '.join(splits)})" if splits else ""
         raise DataError("; ".join(unreadable) + kept)
+    forms = {name: (store.channels, store.dtype) for name, store in splits.items()}
+    if len(set(forms.values())) > 1:
+        shown = ", ".join(f"{name} {pixel_kind(*form)}" for name, form in forms.items())
+        raise DataError(f"the splits' images differ in channels or bit depth ({shown}): a model takes one kind")
     return CropStore(splits, list(CELL_LINES))
 
 
@@ -148,7 +153,8 @@ def _build_split(split: str, source: Source, settings: CropSettings, out: Path, 
     todo = [shard for shard in range(len(shards)) if not shard_done(out, shard)]
     if len(todo) < len(shards):
         log.info("%s: resuming, %d of %d shards already prepared", split, len(shards) - len(todo), len(shards))
-    jobs = [(out, shard, shards[shard], settings, split) for shard in todo]
+    form = _form(items)
+    jobs = [(out, shard, shards[shard], settings, split, form) for shard in todo]
     bar = progress(total=sum(len(shards[s]) for s in todo), desc=f"preparing {split} crops", unit="img")
     crops = 0
     for images, made in _run(jobs, workers):
@@ -156,7 +162,8 @@ def _build_split(split: str, source: Source, settings: CropSettings, out: Path, 
         bar.update(images)
         bar.set_postfix(crops=crops)
     bar.close()
-    summary = finish_split(out, len(shards), {"split": split, "settings": asdict(settings), "invalid_cells": orphans})
+    info = {"split": split, "settings": asdict(settings), "invalid_cells": orphans, **form}
+    summary = finish_split(out, len(shards), info)
     log.info(
         "%s crops ready: %d crops from %d images, %d images failed, %d cells dropped",
         split,
@@ -195,17 +202,43 @@ def _run(jobs: list, workers: int | None, work=None) -> Iterator[tuple[int, int]
             ) from None
 
 
+def _form(items: list) -> dict:
+    """The channels and pixel type of the split's first readable image: what its crops are stored as; an image of
+    another kind is listed as failed. A split of unreadable images only gets grey 8-bit (it will hold no crops)."""
+    for name, path, _ in items:
+        try:
+            pixels = read_pixels(path)
+        except READ_ERRORS:
+            continue
+        return {"channels": len(pixels), "dtype": str(pixels.dtype), "form_from": name}
+    return {"channels": 1, "dtype": "uint8", "form_from": None}
+
+
+def _read_formed(path: Path, form: dict) -> np.ndarray:
+    """The image's (C, H, W) pixels, if they are of the split's kind (a ValueError naming both, if not)."""
+    pixels = read_pixels(path)
+    if len(pixels) != form["channels"] or str(pixels.dtype) != form["dtype"]:
+        expected = pixel_kind(form["channels"], form["dtype"])
+        raise ValueError(f"{describe(pixels)}; the split's images have {expected} (as {form['form_from']} has)")
+    return pixels
+
+
 def _prepare_shard(job) -> tuple[int, int]:
     """Cut one shard's images into crops and write the shard; returns (images, crops)."""
-    folder, shard, items, settings, split = job
+    folder, shard, items, settings, split, form = job
     crops, masks, rows = [], [], []
     stats = {"per_class": Counter(), "dropped": Counter(), "failed_images": [], "invalid_cells": []}
     for name, path, image_annotations in items:
         try:
+            pixels = _read_formed(path, form)
+        except READ_ERRORS as err:
+            stats["failed_images"].append({"split": split, "image": name, "reason": str(err) or type(err).__name__})
+            continue
+        try:
             cells = (
-                _livecell_cells(name, path, image_annotations, settings, stats)
+                _livecell_cells(name, pixels, image_annotations, settings, stats)
                 if image_annotations is not None
-                else _published_crop(name, path, settings)
+                else _published_crop(name, pixels, settings)
             )
         except IMAGE_ERRORS as err:
             stats["failed_images"].append({"split": split, "image": name, "reason": str(err) or type(err).__name__})
@@ -215,11 +248,12 @@ def _prepare_shard(job) -> tuple[int, int]:
             masks.append(mask)
             rows.append({"index": len(rows), **row})
             stats["per_class"][row["class_name"]] += 1
-    size = settings.crop_size
+    size, channels = settings.crop_size, form["channels"]
+    stacked = np.stack(crops) if crops else np.zeros((0, channels, size, size), form["dtype"])
     write_shard(
         folder,
         shard,
-        np.stack(crops) if crops else np.zeros((0, size, size), np.uint8),
+        stacked[:, 0] if channels == 1 else stacked,  # grey crops keep the (n, S, S) layout
         np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
         rows,
         stats,
@@ -227,19 +261,22 @@ def _prepare_shard(job) -> tuple[int, int]:
     return len(items), len(rows)
 
 
-def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: CropSettings, stats: dict) -> list:
+def _livecell_cells(
+    name: str, pixels: np.ndarray, annotations: list[dict], settings: CropSettings, stats: dict
+) -> list:
+    """The crops of one (C, H, W) image's annotated cells."""
     fields = parse_image_name(name)
-    pixels = read_gray(path)
-    picture = Image.fromarray(pixels)
+    pictures = [Image.fromarray(channel) for channel in pixels]
+    shape = pixels.shape[1:]
     cells = []
     for ann in annotations:
-        reason = _filter_reason(ann, pixels.shape, settings)  # counted, not listed: there may be many
+        reason = _filter_reason(ann, shape, settings)  # counted, not listed: there may be many
         polygons = [p for p in ann.get("segmentation") or [] if isinstance(p, list) and len(p) >= 6]
         if reason is None:
             # checked before rasterising: one NaN or huge coordinate would make pycocotools allocate gigabytes
-            reason = polygon_problem(polygons, pixels.shape)
+            reason = polygon_problem(polygons, shape)
             if reason is None:
-                box = cell_box(ann["bbox"], *pixels.shape)
+                box = cell_box(ann["bbox"], *shape)
                 mask = cell_mask(polygons, box) if polygons else np.zeros((1, 1), np.uint8)
                 reason = outline_problem(polygons, mask)
             if reason is not None:
@@ -247,19 +284,16 @@ def _livecell_cells(name: str, path: Path, annotations: list[dict], settings: Cr
         if reason is not None:
             stats["dropped"][reason] += 1
             continue
-        if settings.context_margin > 0:
-            crop, squared = context_cell(pixels, mask, box, settings.crop_size, settings.context_margin)
-        else:
-            crop, squared = square_cell(picture, mask, box, settings.crop_size)
+        crop, squared = cut_channels(pictures, pixels, mask, box, settings.crop_size, settings.context_margin)
         cells.append((crop, squared, _livecell_row(fields, name, ann)))
     return cells
 
 
-def _published_crop(name: str, path: Path, settings: CropSettings) -> list:
+def _published_crop(name: str, pixels: np.ndarray, settings: CropSettings) -> list:
     line = crop_class(name)
-    pixels = read_gray(path)
     crop, mask = square_masked_crop(pixels, settings.crop_size)
-    row = {"label": CELL_LINES.index(line), "class_name": line, "image_file": name, "area": int((pixels > 0).sum())}
+    area = int((pixels > 0).any(axis=0).sum())
+    row = {"label": CELL_LINES.index(line), "class_name": line, "image_file": name, "area": area}
     return [(crop, mask, row)]
 
 
@@ -284,7 +318,7 @@ _LINE_ALIASES = {line.lower(): line for line in CELL_LINES}
 
 
 def read_gray(path: Path) -> np.ndarray:
-    """8-bit grey; a 16-bit or float image is brought there by `intensity.RULE`, as task=predict reads plates."""
+    """8-bit grey (the crop files xai.images names); a 16-bit or float image is brought there by `to_uint8`."""
     with Image.open(path) as img:
         img.load()
         if img.mode.startswith(("I", "F")):

@@ -1,15 +1,16 @@
-"""The crop store: per split, fixed-size uint8 crops and bit-packed masks in shards, plus a manifest.
+"""The crop store: per split, fixed-size crops and bit-packed masks in shards, plus a manifest.
 
 Each split is its own folder, keyed by its own inputs, so that a bad file in one split costs no
 work in the others. Layout of a split folder:
-    shards/images_00000.npy   (n, S, S) uint8, background black
+    shards/images_00000.npy   (n, S, S) for grey images, (n, C, S, S) for C channels; uint8, or uint16 for 16-bit
+                              images (as imaged; see intensity.py); background black
     shards/masks_00000.npy    (n, ceil(S*S/8)) uint8: the cell's own mask, bit-packed
     shards/rows_00000.csv     the shard's manifest rows
     shards/stats_00000.json   the shard's counts; written last, it marks the shard as done
     manifest.csv              all rows, in shard order (row i describes crop i)
     labels.npy                (N,) int64
     shard_sizes.npy           crops per shard: crop i is found in O(1) from it
-    summary.json              crops per class, cells dropped and why, images that failed and why
+    summary.json              crops per class, channels and dtype, cells dropped and why, images that failed and why
     .complete                 written last: a folder without it is unfinished
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cellexp.data.build_once import COMPLETE_MARKER
+from cellexp.data.pixels import pixel_kind
 from cellexp.errors import DataError
 
 MANIFEST_FIELDS = (
@@ -41,6 +43,11 @@ MANIFEST_FIELDS = (
     "bbox_h",
     "area",
 )
+
+
+def channel_batch(crops: np.ndarray) -> np.ndarray:
+    """Crops as a model batch (n, C, S, S): grey (n, S, S) ones get their channel axis."""
+    return crops[:, None] if crops.ndim == 3 else crops
 
 
 def shard_file(folder: Path, kind: str, shard: int, suffix: str = "npy") -> Path:
@@ -113,10 +120,17 @@ class ShardedArray:
     row is located in O(1) from two index arrays; a fancy index reads each shard's rows in one go.
     """
 
-    def __init__(self, files: list[Path], sizes: np.ndarray, row_shape: tuple[int, ...], unpack_to: int | None = None):
+    def __init__(
+        self,
+        files: list[Path],
+        sizes: np.ndarray,
+        row_shape: tuple[int, ...],
+        unpack_to: int | None = None,
+        dtype: str = "uint8",
+    ):
         self.files, self.sizes, self.unpack_to = files, sizes, unpack_to
         self.shape = (int(sizes.sum()), *row_shape)
-        self.dtype = np.dtype(np.uint8)
+        self.dtype = np.dtype(dtype)
         self.shard_of = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
         self.offset = np.arange(self.shape[0], dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         self._maps: dict[int, np.ndarray] = {}
@@ -135,12 +149,13 @@ class ShardedArray:
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         if not len(indices):
-            return np.zeros((0, *self.shape[1:]), dtype=np.uint8)
+            return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
         if indices.min() < -self.shape[0] or indices.max() >= self.shape[0]:
             raise IndexError(f"index out of range for {self.shape[0]} rows")
         indices = indices % self.shape[0]
         shards, offsets = self.shard_of[indices], self.offset[indices]
-        out = np.empty((len(indices), *self._shard(int(shards[0])).shape[1:]), dtype=np.uint8)
+        first = self._shard(int(shards[0]))
+        out = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
         for shard in np.unique(shards):
             chosen = shards == shard
             out[chosen] = self._shard(int(shard))[offsets[chosen]]
@@ -176,11 +191,20 @@ class SplitStore:
     def sizes(self) -> np.ndarray:
         return np.load(self.path / "shard_sizes.npy")
 
+    @property
+    def channels(self) -> int:
+        return int(self.summary.get("channels", 1))  # patch stores hold grey 8-bit patches
+
+    @property
+    def dtype(self) -> str:
+        return str(self.summary.get("dtype", "uint8"))
+
     @cached_property
     def images(self) -> ShardedArray:
         size = self.summary["settings"]["crop_size"]
         files = [shard_file(self.path, "images", s) for s in range(len(self.sizes))]
-        return ShardedArray(files, self.sizes, (size, size))
+        rows = (size, size) if self.channels == 1 else (self.channels, size, size)
+        return ShardedArray(files, self.sizes, rows, dtype=self.dtype)
 
     @cached_property
     def masks(self) -> ShardedArray:
@@ -203,6 +227,19 @@ class CropStore:
 
     splits: dict[str, SplitStore]
     class_names: list[str]
+
+    @property
+    def channels(self) -> int:
+        """The images' channels (every split's: `prepare_crop_store` checks that they agree)."""
+        return next(iter(self.splits.values())).channels
+
+    @property
+    def dtype(self) -> str:
+        return next(iter(self.splits.values())).dtype
+
+    @property
+    def kind(self) -> str:
+        return pixel_kind(self.channels, self.dtype)
 
     def images(self, split: str) -> ShardedArray:
         return self._split(split).images

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from cellexp.data.build_once import COMPLETE_MARKER, build_once, is_complete
@@ -25,7 +26,7 @@ from cellexp.data.livecell import (
     image_dir_for_split,
     image_file_name,
 )
-from cellexp.data.synthetic_render import Cue, polygon_area, render_image
+from cellexp.data.synthetic_render import Cue, polygon_area, render_image, stain_image
 from cellexp.data.synthetic_styles import LINE_STYLES
 from cellexp.errors import ConfigError, DataError
 from cellexp.progress import progress
@@ -46,8 +47,14 @@ def generate_synthetic_livecell(
     width: int = 704,
     density: float = 1.0,
     confound: float = 0.0,
+    channels: int = 1,
+    bit_depth: int = 8,
 ) -> Path:
     """Write a LIVECell-format dataset into `root` once and return `root`.
+
+    `channels` > 1 adds fluorescence-like channels (each cell stained with its own brightness, on a dark
+    background) after the phase-contrast one, written as a channel-first multi-page TIFF; `bit_depth=16` writes
+    16-bit images, a 12-bit camera's range in them. The phase channel is the same in every variant.
 
     `confound` > 0 adds a shortcut for Grad-CAMO to catch: a background grating of that amplitude (grey levels)
     outside the cells whose orientation follows the cell line in train and val and is drawn at random in test
@@ -57,12 +64,16 @@ def generate_synthetic_livecell(
     half-written `root`, and a later call with `root/.complete` present returns immediately.
     """
     root = Path(root)
-    settings = _settings(seed, images_per_line, height, width, density, confound)
+    settings = _settings(seed, images_per_line, height, width, density, confound, channels, bit_depth)
     if is_complete(root):
         return _checked_settings(root, settings)
     _check_arguments(seed, images_per_line, height, width, density)
     if not 0 <= confound <= 64:
         raise ConfigError(f"confound is the cue's amplitude in grey levels, in [0, 64], got {confound!r}")
+    if channels not in range(1, 5) or bit_depth not in (8, 16):
+        raise ConfigError(
+            f"channels must be 1-4 and bit_depth 8 or 16, got channels={channels!r}, bit_depth={bit_depth!r}"
+        )
     build_once(root, lambda staging: _write_dataset(staging, settings), before=lambda: _check_target_free(root))
     return _checked_settings(root, settings)
 
@@ -83,10 +94,17 @@ def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int,
 
 
 def _settings(
-    seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float, confound: float
+    seed: int,
+    images_per_line: Mapping[str, int],
+    height: int,
+    width: int,
+    density: float,
+    confound: float,
+    channels: int,
+    bit_depth: int,
 ) -> dict:
-    """The generator's arguments as its marker file records them (confound only when set, so that datasets made
-    before it existed still match)."""
+    """The generator's arguments as its marker file records them (confound, channels and bit depth only when not
+    their defaults, so that datasets made before they existed still match)."""
     settings = {
         "seed": seed,
         "images_per_line": dict(images_per_line),
@@ -96,6 +114,10 @@ def _settings(
     }
     if confound:
         settings["confound"] = confound
+    if channels != 1:
+        settings["channels"] = channels
+    if bit_depth != 8:
+        settings["bit_depth"] = bit_depth
     return json.loads(json.dumps(settings))
 
 
@@ -150,7 +172,12 @@ def _write_dataset(out: Path, settings: dict) -> str:
         name = _image_name(rng, split, line, index)
         cue = _cue(settings, split, line, index)
         pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density, cue)
-        Image.fromarray(pixels, mode="L").save(out / image_dir_for_split(split) / name, format="TIFF")
+        path = out / image_dir_for_split(split) / name
+        if settings.get("channels", 1) == 1 and settings.get("bit_depth", 8) == 8:
+            Image.fromarray(pixels, mode="L").save(path, format="TIFF")
+        else:
+            stain = np.random.default_rng([seed, SPLITS.index(split), CELL_LINES.index(line), index, 1])
+            tifffile.imwrite(path, _variant(stain, pixels, polygons, settings))
         entry = {"id": next_image_id, "file_name": name, "width": width, "height": height}
         coco[split]["images"].append(entry if cue is None else {**entry, "cue": cue.index})
         for polygon in polygons:
@@ -163,6 +190,20 @@ def _write_dataset(out: Path, settings: dict) -> str:
         text = json.dumps(coco[split], separators=(",", ":"))
         (out / ANNOTATION_DIR / annotation_file_name(split)).write_text(text)
     return json.dumps(settings, sort_keys=True) + "\n"  # the completion marker records the settings
+
+
+def _variant(rng: np.random.Generator, phase: np.ndarray, polygons: list[np.ndarray], settings: dict) -> np.ndarray:
+    """The image as `settings` asks: the phase channel and its stained channels, at 8 or 16 bits; (H, W) for one
+    channel, else (C, H, W)."""
+    stains = [stain_image(rng, polygons, *phase.shape) for _ in range(settings.get("channels", 1) - 1)]
+    if settings.get("bit_depth", 8) == 16:  # a 12-bit camera: offset 100, about 4,000 levels
+        layers = [phase.astype(np.float32) * 16 + 100, *(s * 3500 + 200 for s in stains)]
+        dtype, top = np.uint16, 65535
+    else:
+        layers = [phase.astype(np.float32), *(s * 220 + 10 for s in stains)]
+        dtype, top = np.uint8, 255
+    stack = np.stack([np.clip(np.rint(layer), 0, top).astype(dtype) for layer in layers])
+    return stack[0] if len(stack) == 1 else stack
 
 
 def _cue(settings: dict, split: str, line: str, index: int) -> Cue | None:

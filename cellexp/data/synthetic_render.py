@@ -64,6 +64,17 @@ def render_image(
     return _finish(rng, canvas), polygons
 
 
+def stain_image(rng: np.random.Generator, polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """A fluorescence-like channel in [0, 1]: every cell filled with its own brightness on a dark background, a
+    little blur and camera noise (later cells over earlier ones, as they are drawn)."""
+    stain = Image.new("F", (width, height), 0.0)
+    draw = ImageDraw.Draw(stain)
+    for polygon in polygons:
+        draw.polygon([tuple(p) for p in polygon.tolist()], fill=float(rng.uniform(0.3, 1.0)))
+    blurred = ndimage.gaussian_filter(np.asarray(stain, dtype=np.float32), 1.2)
+    return np.clip(blurred + 0.02 * rng.standard_normal((height, width), dtype=np.float32), 0.0, 1.0)
+
+
 def _add_cue(canvas: np.ndarray, polygons: list[np.ndarray], cue: Cue) -> np.ndarray:
     """The cue's grating added where no cell (nor its halo) is."""
     height, width = canvas.shape

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cellexp.data.pixels import pixel_kind
+
 
 @dataclass(frozen=True)
 class InputConfig:
-    """What a model takes: crops resized to `image_size`, `in_chans` channels (a grey crop repeated, as the paper's
-    to_rgb does), pixels scaled as (x / 255 - mean) / std. Built models carry it (`backbone.input_config`, as timm
-    models carry their pretrained config) and checkpoints record it, so every transform is made from the model."""
+    """What a model takes: crops of `channels` channels resized to `image_size`, `in_chans` channels (a grey crop
+    repeated, as the paper's to_rgb does), pixels scaled to [0, 1] (x / 255, or per channel from its `intensity`
+    range for 16-bit data), then (x - mean) / std. Built models carry it (`backbone.input_config`, as timm models
+    carry their pretrained config) and checkpoints record it, so every transform is made from the model and a
+    trained model is rebuilt, and its inputs scaled, as it was trained."""
 
     image_size: int
     in_chans: int = 1
     mean: float = 0.5
     std: float = 0.25
+    channels: int = 1  # of the stored crops (the data's)
+    # per channel, the stored values scaled to 0 and 1 (16-bit data: the training split's percentiles); None: / 255
+    intensity: tuple[tuple[float, float], ...] | None = None
 
     @classmethod
     def from_dataset(cls, dataset_cfg: DictConfig) -> InputConfig:
@@ -32,14 +39,30 @@ class InputConfig:
             float(normalize.get("std", 0.25)),
         )
 
+    @classmethod
+    def from_record(cls, record: dict) -> InputConfig:
+        """The input config a checkpoint's meta.json recorded (older checkpoints: grey 8-bit crops)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
+        if values.get("intensity") is not None:
+            values["intensity"] = tuple(tuple(float(v) for v in pair) for pair in values["intensity"])
+        return cls(**values)
+
+    @property
+    def kind(self) -> str:
+        """'2 channels of uint16': the crops it takes, as error messages name them."""
+        return pixel_kind(self.channels, "uint16" if self.intensity else "uint8")
+
     def transform(self, augment: bool = False, **strengths) -> BatchTransform:
         """The batch transform that makes this input (augmented when `augment`)."""
-        return BatchTransform(self.image_size, self.mean, self.std, self.in_chans, augment=augment, **strengths)
+        return BatchTransform(
+            self.image_size, self.mean, self.std, self.in_chans, augment=augment, intensity=self.intensity, **strengths
+        )
 
 
 class BatchTransform(nn.Module):
-    """Scale to [0,1], resize crop_size -> image_size, repeat a grey crop to `in_chans`, normalise; when training,
-    augment.
+    """Scale to [0,1] (x / 255, or per channel by its `intensity` range, clipped), resize crop_size -> image_size,
+    repeat a grey crop to `in_chans`, normalise; when training, augment.
 
     Augmentations: flips and 90-degree turns, a small random affine (rotation up to `degrees`,
     zoom in `scale`, shift up to `translate` of the side; resampled together with the resize, the
@@ -65,10 +88,12 @@ class BatchTransform(nn.Module):
         contrast: float = 0.0,
         jitter_prob: float = 1.0,
         flip_prob: float | None = None,
+        intensity: tuple[tuple[float, float], ...] | None = None,
     ):
         super().__init__()
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
         self.in_chans = in_chans
+        self.intensity = None if intensity is None else torch.tensor(intensity, dtype=torch.float32).view(-1, 2, 1, 1)
         self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
         self.brightness, self.contrast, self.jitter_prob = brightness, contrast, jitter_prob
         self.flip_prob = flip_prob
@@ -76,9 +101,9 @@ class BatchTransform(nn.Module):
             raise ValueError("flip_prob (independent flips, no turns) takes no random affine")
 
     def forward(self, crops: torch.Tensor, masks: torch.Tensor | None = None):
-        """crops (B, 1, S, S) uint8 -> model input; with masks (B, 1, S, S) 0/1, also the masks moved by the same
-        flips, turns and affine (bool, at image_size), so that a cell's mask stays on the cell."""
-        x = crops.float().div_(255.0)
+        """crops (B, C, S, S) uint8 or uint16 -> model input; with masks (B, 1, S, S) 0/1, also the masks moved by
+        the same flips, turns and affine (bool, at image_size), so that a cell's mask stays on the cell."""
+        x = crops.float().div_(255.0) if self.intensity is None else self._scaled(crops)
         if masks is not None:
             x = torch.cat([x, masks.to(x.dtype)], dim=1)
         augment = self.augment and self.training
@@ -101,6 +126,14 @@ class BatchTransform(nn.Module):
             x = x.expand(-1, self.in_chans, -1, -1)  # a grey crop repeated, as to_rgb does
         x = (x - self.mean) / self.std
         return x if masks is None else (x, masks)
+
+    def _scaled(self, crops: torch.Tensor) -> torch.Tensor:
+        """Each channel's intensity range onto [0, 1], clipped (the percentile stretch of `intensity.py`)."""
+        if crops.shape[1] != len(self.intensity):
+            raise ValueError(f"crops have {crops.shape[1]} channels, intensity ranges {len(self.intensity)}")
+        ranges = self.intensity.to(crops.device)
+        low, high = ranges[:, 0], ranges[:, 1]
+        return ((crops.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
     def _random_affine(self, x: torch.Tensor) -> torch.Tensor:
         """Rotation (a random quarter turn plus up to `degrees`), mirror, zoom and shift, resampled once."""

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from cellexp.data.crops import context_cell, square_cell
+from cellexp.data.crops import cut_channels
 from cellexp.data.prepare import CropSettings
 from cellexp.plates.outlines import Outline
 
 
 @dataclass(frozen=True)
 class CutCells:
-    crops: np.ndarray  # (N, S, S) uint8
+    crops: np.ndarray  # (N, C, S, S), the image's dtype
     rows: list[dict]  # Metadata_ObjectNumber, bbox, centroid, area per crop
     dropped: dict[str, int]  # cells that training's settings leave out, by reason
 
@@ -30,23 +30,20 @@ def crop_settings(dataset_cfg) -> CropSettings:
 
 
 def cut_cells(pixels: np.ndarray, outlines: list[Outline], settings: CropSettings) -> CutCells:
-    """Crops of one (H, W) uint8 image: the cell on black (context_margin 0) or in its surroundings, as trained."""
-    picture = Image.fromarray(pixels)
-    height, width = pixels.shape
+    """Crops of one (C, H, W) image: the cell on black (context_margin 0) or in its surroundings, as trained."""
+    pictures = [Image.fromarray(channel) for channel in pixels]
+    height, width = pixels.shape[1:]
     crops, rows, dropped = [], [], {}
     for outline in outlines:
         reason = _dropped(outline, height, width, settings)
         if reason is not None:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
-        if settings.context_margin > 0:
-            crop, _ = context_cell(pixels, outline.mask, outline.box, settings.crop_size, settings.context_margin)
-        else:
-            crop, _ = square_cell(picture, outline.mask, outline.box, settings.crop_size)
+        crop, _ = cut_channels(pictures, pixels, outline.mask, outline.box, settings.crop_size, settings.context_margin)
         crops.append(crop)
         rows.append(_row(outline))
-    size = settings.crop_size
-    return CutCells(np.stack(crops) if crops else np.zeros((0, size, size), np.uint8), rows, dropped)
+    empty = np.zeros((0, len(pixels), settings.crop_size, settings.crop_size), pixels.dtype)
+    return CutCells(np.stack(crops) if crops else empty, rows, dropped)
 
 
 def _dropped(outline: Outline, height: int, width: int, settings: CropSettings) -> str | None:

@@ -14,8 +14,8 @@ from scipy import ndimage
 
 from cellexp.data.coco import read_coco
 from cellexp.data.crops import cell_box, cell_mask, polygon_problem
+from cellexp.data.pixels import READ_ERRORS, read_raw
 from cellexp.errors import DataError
-from cellexp.plates.reading import READ_ERRORS, read_raw
 
 # names that cellpose and others give a label image beside (or for) image X.tif, in the order looked for
 MASK_NAMES = ("{stem}_masks{suffix}", "{stem}_cp_masks{suffix}", "{stem}{suffix}")

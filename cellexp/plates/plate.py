@@ -1,8 +1,8 @@
 """One plate predicted image by image: read, check channels, outline, cut, classify; bad inputs named and skipped.
 
-An image that cannot be used (unreadable, a mask of another size or without objects, the wrong number of
-channels) is logged and listed in `skipped`, and the others go on; a plate none of whose images has the model's
-channel count is one ConfigError naming both counts.
+An image that cannot be used (unreadable, a mask of another size or without objects, another number of channels
+or bit depth than the model's) is logged and listed in `skipped`, and the others go on; a plate none of whose images
+is of the model's kind is one ConfigError naming both kinds and the files.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellexp.data.pixels import READ_ERRORS, describe
 from cellexp.data.prepare import CropSettings
+from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError, DataError
 from cellexp.plates.cells import cut_cells
 from cellexp.plates.files import PlateImage
-from cellexp.plates.reading import READ_ERRORS, read_channels
+from cellexp.plates.reading import as_trained, read_field
 from cellexp.progress import progress
 
 log = logging.getLogger(__name__)
@@ -39,25 +41,33 @@ class PlateResult:
 
 
 def predict_plate(
-    images: list[PlateImage], source, classify: Classify, settings: CropSettings, channels: int, batch_size: int
+    images: list[PlateImage],
+    source,
+    classify: Classify,
+    settings: CropSettings,
+    inputs: InputConfig,
+    batch_size: int,
 ) -> PlateResult:
-    """Every usable image's cells; `source.outlines(path, pixels)` gives their outlines (segmenter or masks).
-    Crops wait until a batch is full: images of a few cells each would otherwise make many small model calls."""
+    """Every usable image's cells; `source.outlines(path, pixels)` gives their outlines (segmenter or masks), from
+    the first channel. Crops wait until a batch is full: images of a few cells each would otherwise make many small
+    model calls."""
     result = PlateResult()
-    wrong_channels: set[int] = set()
+    wrong: dict[str, list[str]] = {}  # images of another kind than the model's, by kind
     for image in progress(images, desc="predicting", unit="img"):
-        reason = _cut_image(image, source, settings, channels, result, wrong_channels)
+        reason = _cut_image(image, source, settings, inputs, result, wrong)
         if reason is not None:
             log.warning("skipped %s: %s", image.path, reason)
             result.skipped.append({"input": str(image.path), "reason": reason})
         if sum(len(c) for c in result.pending) >= batch_size:
             _classify_pending(classify, result, batch_size)
     _classify_pending(classify, result, batch_size, last=True)
-    if wrong_channels and not result.images:
-        found = ", ".join(str(c) for c in sorted(wrong_channels))
+    if wrong and not result.images:
+        found = "; ".join(
+            f"{kind} ({', '.join(files[:3])}{' and more' if len(files) > 3 else ''})" for kind, files in wrong.items()
+        )
         raise ConfigError(
-            f"the model was trained on {channels}-channel images; the plate's images have {found} channels "
-            f"({len(images)} images, none with {channels})"
+            f"the model was trained on {inputs.channels}-channel images ({inputs.kind}); the plate's images have "
+            f"{found}: none of the {len(images)} images fits it"
         )
     return result
 
@@ -78,27 +88,27 @@ def _classify_pending(classify: Classify, result: PlateResult, batch_size: int, 
 
 
 def _cut_image(
-    image: PlateImage, source, settings: CropSettings, channels: int, result: PlateResult, wrong: set
+    image: PlateImage, source, settings: CropSettings, inputs: InputConfig, result: PlateResult, wrong: dict
 ) -> str | None:
     """Adds the image's cells to `result` (their crops to its pending ones); returns why it was skipped, or None."""
     start = time.perf_counter()
     try:
-        pixels = read_channels(image.path)
+        raw = read_field(image)
     except READ_ERRORS as err:
         return f"unreadable image ({type(err).__name__}: {err})"
-    if len(pixels) != channels:
-        wrong.add(len(pixels))
-        return f"{len(pixels)} channels; the model was trained on {channels}-channel images"
-    gray = pixels[0]
+    pixels = as_trained(raw, inputs)
+    if pixels is None:
+        wrong.setdefault(describe(raw), []).append(image.path.name)
+        return f"{describe(raw)}; the model was trained on {inputs.channels}-channel images ({inputs.kind})"
     outlined = time.perf_counter()
     try:
-        outlines = source.outlines(image.path, gray)
+        outlines = source.outlines(image.path, pixels[0])
     except DataError as err:
         return str(err)
     cut = time.perf_counter()
     if not outlines:
         return f"no cells: {source.empty}"
-    cells = cut_cells(gray, outlines, settings)
+    cells = cut_cells(pixels, outlines, settings)
     for reason, count in cells.dropped.items():
         result.dropped[reason] = result.dropped.get(reason, 0) + count
     if len(cells.crops):

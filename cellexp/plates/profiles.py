@@ -22,6 +22,11 @@ def cell_table(rows: list[dict], probabilities: np.ndarray, embeddings: np.ndarr
     return pd.concat([table, probs, features], axis=1)
 
 
+def joined(chunks: list[np.ndarray]) -> np.ndarray:
+    """Batches of probabilities or embeddings as one (N, K) array; (0, 0) for none."""
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
 def prob_columns(class_names: list[str]) -> list[str]:
     return [f"prob_{name}" for name in class_names]
 

@@ -1,45 +1,41 @@
-"""Image files to (channels, height, width) uint8 arrays, scaled by the same rule as the crop store's images.
+"""A plate's field of view to the (C, H, W) pixels its model was trained on.
 
-TIFF goes through tifffile (16-bit, multi-page: one page per channel); PNG and JPEG through PIL. An RGB file whose
-channels are equal is grey saved as colour and counts as one channel; an alpha channel is dropped.
+A field is one file (grey, colour, or a multi-page / channel-first TIFF: `data/pixels.py`) or one file per channel
+(`task.channel_pattern`), stacked in channel order. Pixels follow `intensity.RULE` as the training data did: an 8-bit
+model gets 8 bits (wider images stretched per image and channel), a 16-bit model gets 16-bit pixels as they are,
+which its recorded per-channel ranges scale.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import tifffile
-from PIL import Image
 
 from cellexp.data.intensity import to_uint8
-
-TIFF = (".tif", ".tiff")
-SUFFIXES = (*TIFF, ".png", ".jpg", ".jpeg")
-# what a broken file raises from tifffile or PIL: unreadable, truncated, not an image at all
-READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, tifffile.TiffFileError)
+from cellexp.data.pixels import describe, read_pixels
+from cellexp.data.transforms import InputConfig
+from cellexp.plates.files import PlateImage
 
 
-def read_raw(path: Path) -> np.ndarray:
-    """The file's pixels as stored (dtype kept): what label images are read with, never rescaled."""
-    if path.suffix.lower() in TIFF:
-        return tifffile.imread(path)
-    with Image.open(path) as img:
-        img.load()
-        return np.asarray(img)
+def read_field(image: PlateImage) -> np.ndarray:
+    """(C, H, W) uint8 or uint16; raises one of `pixels.READ_ERRORS` (a ValueError naming the files whose channels
+    do not stack: another size, bit depth, or several channels in one channel file)."""
+    if not image.channel_files:
+        return read_pixels(image.path)
+    channels = [read_pixels(path) for path in image.channel_files]
+    shown = ", ".join(
+        f"{path.name} ({describe(c)}, {c.shape[2]}x{c.shape[1]})"
+        for path, c in zip(image.channel_files, channels, strict=True)
+    )
+    if any(len(c) != 1 for c in channels) or len({(c.shape, c.dtype) for c in channels}) > 1:
+        raise ValueError(f"channel files that do not stack into one image: {shown}")
+    return np.concatenate(channels)
 
 
-def read_channels(path: Path) -> np.ndarray:
-    """(C, H, W) uint8; raises one of READ_ERRORS (ValueError naming the shape for arrays that are not images)."""
-    pixels = read_raw(path)
-    if pixels.ndim == 2:
-        stack = pixels[None]
-    elif pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and pixels.shape[0] > 4:
-        stack = np.moveaxis(pixels[..., :3], -1, 0)  # colour, channels last
-    elif pixels.ndim == 3:
-        stack = pixels  # multi-page TIFF or a channel-first array
-    else:
-        raise ValueError(f"pixels of shape {pixels.shape}: expected (H, W), (H, W, 3|4) or (C, H, W)")
-    if len(stack) > 1 and all(np.array_equal(stack[0], channel) for channel in stack[1:]):
-        stack = stack[:1]
-    return np.stack([to_uint8(channel) for channel in stack])
+def as_trained(pixels: np.ndarray, inputs: InputConfig) -> np.ndarray | None:
+    """The pixels as the model's training data had them, or None where they cannot be (another channel count, or
+    8-bit images for a model trained on 16-bit ones)."""
+    if len(pixels) != inputs.channels:
+        return None
+    if inputs.intensity is None:
+        return np.stack([to_uint8(channel) for channel in pixels])
+    return pixels if pixels.dtype == np.uint16 else None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellexp.data.store import CropStore
+from cellexp.data.intensity import to_uint8
+from cellexp.data.store import CropStore, channel_batch
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ def plot_store_summary(store: CropStore, path: Path, split: str = "train") -> Pa
 
 
 def _montage(store: CropStore, split: str) -> np.ndarray:
-    """One RGB image: a row per class of its first crops, the mask's boundary drawn over them."""
+    """One RGB image: a row per class of its first crops (their first channel, 16-bit ones stretched to 8 bits for
+    the eye), the mask's boundary drawn over them."""
     size = store.images(split).shape[-1]
     labels = store.labels(split)
     out = np.zeros((len(store.class_names) * size, EXAMPLES_PER_CLASS * size, 3), dtype=np.uint8)
     for row in range(len(store.class_names)):
         chosen = np.flatnonzero(labels == row)[:EXAMPLES_PER_CLASS]
-        crops, masks = store.images(split)[chosen], store.masks(split)[chosen].astype(bool)
+        crops = to_uint8(channel_batch(store.images(split)[chosen])[:, 0])
+        masks = store.masks(split)[chosen].astype(bool)
         for col, (crop, mask) in enumerate(zip(crops, masks, strict=True)):
             tile = np.repeat(crop[:, :, None], 3, axis=2)
             tile[mask & ~_eroded(mask)] = OUTLINE

@@ -13,6 +13,8 @@ from cellexp.errors import ConfigError, DataError
 DINO_HEAD = "cellexp.models.dino.DinoHead"
 MIL_HEAD = "cellexp.models.mil.GatedAttentionMIL"
 OTHER_TASKS_HEADS = {DINO_HEAD: "head=dino (task=ssl's)", MIL_HEAD: "head=gated_attention (task=mil's)"}
+# the crops that task=ssl and task=xai are made for (pixels.pixel_kind's words)
+GREY = "1 channel of uint8"
 # trainer keys that only a training run reads
 TRAINING_KEYS = (
     "max_epochs",
@@ -34,21 +36,27 @@ NEEDS_CKPT = {
     "classify": "task.fit=false evaluates a trained model: give ckpt=<checkpoint, run folder or MLflow run id>",
     "mil": "task.fit=false predicts with a trained MIL model: give ckpt=<a task=mil run or checkpoint>",
     "xai": "task=xai explains a trained model: give ckpt=<checkpoint, run folder or MLflow run id>",
+    "embed": "task=embed tabulates a trained model's view of a dataset: give ckpt=<checkpoint, run folder or run id>",
 }
 
 
 def preflight(cfg: DictConfig) -> None:
     """What is refused before a task module (torch, timm, MLflow: seconds) is even imported: a missing `ckpt=`
-    and a dataset folder that is not there, so that the commonest slips answer at once."""
+    and a dataset folder that is unset or not there, so that the commonest slips answer at once."""
     name = cfg.task.name
-    needs_model = name == "xai" or (name in NEEDS_CKPT and not cfg.task.get("fit", True))
+    needs_model = name in ("xai", "embed") or (name in NEEDS_CKPT and not cfg.task.get("fit", True))
     if needs_model and not cfg.get("ckpt"):
         raise ConfigError(NEEDS_CKPT[name])
     if name == "predict":  # reads task.images with the trained run's settings, never `dataset`
         return
     dataset = cfg.get("dataset") or {}
+    if not dataset.get("root") and dataset.get("generate") is None:
+        raise ConfigError(
+            f"dataset.root is not set: dataset={dataset.get('name')} reads your copy of the data, "
+            "give dataset.root=<its folder>"
+        )
     root = Path(str(dataset.get("root") or "")).expanduser()
-    if dataset.get("root") and dataset.get("generate") is None and not root.is_dir():
+    if dataset.get("generate") is None and not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"dataset folder {root} {what} (set dataset.root to your dataset={dataset.get('name')} folder)")
 
@@ -75,15 +83,30 @@ def require_value(cfg: DictConfig, key: str, allowed: tuple, why: str) -> None:
         raise ConfigError(f"{key}={value} does not apply here: {why} (give {key}={shown})")
 
 
+def require_grey(kind: str, task: str, source: str) -> None:
+    """`task` works on grey 8-bit crops only (its augmentations and figures are made for them): refuse others."""
+    if kind != GREY:
+        raise ConfigError(f"{task} takes grey 8-bit crops ({GREY}); {source} has crops of {kind}")
+
+
+def require_crops(cfg: DictConfig, trained: str, data: str) -> None:
+    """A trained model evaluated or tabulated on `cfg.dataset` must take its kind of crops (channels, bit depth)."""
+    if trained != data:
+        raise ConfigError(
+            f"ckpt={cfg.ckpt} was trained on crops of {trained}; dataset={cfg.dataset.name} has crops of {data}"
+        )
+
+
 def refuse_training_keys(cfg: DictConfig, task: str) -> None:
     """For a task that trains nothing: every training key of `trainer` must keep its shipped default."""
     defaults = _trainer_defaults()
     for key in TRAINING_KEYS:
-        if key in defaults and key in cfg.trainer and _plain(cfg.trainer[key]) != _plain(defaults[key]):
-            raise ConfigError(f"trainer.{key}={_plain(cfg.trainer[key])} does not apply: {task} trains nothing")
+        if key in defaults and key in cfg.trainer and plain(cfg.trainer[key]) != plain(defaults[key]):
+            raise ConfigError(f"trainer.{key}={plain(cfg.trainer[key])} does not apply: {task} trains nothing")
 
 
-def _plain(value):
+def plain(value):
+    """A config value as plain Python (lists, dicts), for comparing and showing."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 

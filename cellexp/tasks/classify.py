@@ -18,12 +18,20 @@ from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.metrics import classification_metrics, confusion_matrix
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
-from cellexp.loading import build_model, init_backbone, load_weights, resolve
+from cellexp.loading import (
+    ResolvedCheckpoint,
+    build_model,
+    check_backbone,
+    init_backbone,
+    load_weights,
+    resolve,
+    trained_inputs,
+)
 from cellexp.models.classifier import CellClassifier
 from cellexp.reports.classification import write_confusion_matrix, write_predictions
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
-from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head
+from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 from cellexp.xai.camo import GradCamo
 
@@ -32,15 +40,16 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> float:
     _check_options(cfg)
+    if cfg.task.fit:  # evaluation builds the checkpoint's own model
+        check_backbone(cfg)
     accelerator = make_accelerator(cfg.trainer)
     run_dir = Path(cfg.paths.output_dir)
     source = resolve(cfg, cfg.ckpt) if cfg.get("ckpt") else None
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
             data = load_crop_data(cfg.dataset, seed=cfg.seed)
-        # Evaluation rebuilds the model the checkpoint was trained as; fine-tuning builds the configured one.
         set_seed(cfg.seed)
-        model = build_model(cfg if cfg.task.fit else source.config, num_classes=len(data.class_names))
+        model = _model(cfg, data, source)
         if source is not None:
             load_weights(model, source.folder)
         backbone_source = init_backbone(cfg, model.backbone) if source is None else None
@@ -88,6 +97,16 @@ def _check_options(cfg: DictConfig) -> None:
             "task.camo on black-background crops (dataset.context_margin=0): nothing outside the cell is there to "
             "cheat on, so Grad-CAMO stays near what chance gives; set dataset.context_margin (e.g. 0.5)"
         )
+
+
+def _model(cfg: DictConfig, data: CropData, source: ResolvedCheckpoint | None) -> CellClassifier:
+    """Training (and fine-tuning) builds the configured model for this data's crops; evaluation rebuilds the model
+    the checkpoint was trained as, which must take this data's kind of crops."""
+    if cfg.task.fit:
+        return build_model(cfg, len(data.class_names), data.input_config(cfg.dataset, cfg.seed))
+    inputs = trained_inputs(source)
+    require_crops(cfg, inputs.kind, data.store.kind)
+    return build_model(source.config, len(data.class_names), inputs)
 
 
 def _camo_on(cfg: DictConfig) -> bool:
@@ -144,7 +163,10 @@ def _fit(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData) -> float:
 def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, run_dir: Path) -> dict:
     dataset = data.splits["test"]
     loader = trainer.acc.prepare(eval_loader(dataset, cfg.trainer.eval_batch_size, cfg.trainer.num_workers))
-    logits, targets = trainer.predict(loader)
+    if trainer.camo is None:
+        logits, targets = trainer.predict(loader)
+    else:
+        logits, targets, shares = trainer.predict_with_gradcamo(loader)
     if not torch.isfinite(logits).all():
         raise NonFiniteLossError(
             f"the model's test outputs are not finite for {int((~torch.isfinite(logits)).any(1).sum())} of "
@@ -152,7 +174,7 @@ def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, 
         )
     metrics = {f"test/{k}": v for k, v in classification_metrics(logits, targets, data.class_names).items()}
     if trainer.camo is not None:
-        metrics.update({f"test/{k}": v for k, v in trainer.camo.summary(trainer.gradcamo(loader)).items()})
+        metrics.update({f"test/{k}": v for k, v in trainer.camo.summary(shares).items()})
     if trainer.acc.is_main_process:
         tracker.log_metrics(metrics)
         folder = run_dir / "test"

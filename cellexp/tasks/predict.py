@@ -16,20 +16,18 @@ import logging
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.data.livecell import CELL_LINES
 from cellexp.engine.accelerator import make_accelerator
-from cellexp.engine.checkpoint import read_meta
 from cellexp.errors import ConfigError
-from cellexp.loading import load_trained, resolve
+from cellexp.loading import load_trained, resolve, trained_classes
 from cellexp.plates.cells import crop_settings
 from cellexp.plates.files import find_images
 from cellexp.plates.inference import classify_crops
 from cellexp.plates.outlines import CocoMasks, LabelFolder
 from cellexp.plates.plate import predict_plate
-from cellexp.plates.profiles import cell_table
+from cellexp.plates.profiles import cell_table, joined
 from cellexp.plates.segment import Segmenter, SegmenterSettings
 from cellexp.plates.tables import write_summary, write_tables
 from cellexp.reports.plates import class_shares_figure
@@ -49,20 +47,20 @@ def run(cfg: DictConfig) -> float:
     trained = source.config
     if trained.task.name != "classify":
         raise ConfigError(f"ckpt={cfg.ckpt} is a task={trained.task.name} run; task=predict needs a classifier's")
-    class_names = list(read_meta(source.folder).get("classes") or trained.dataset.get("cell_lines") or CELL_LINES)
+    class_names = trained_classes(source, CELL_LINES)
     model = load_trained(source, len(class_names)).to(accelerator.device)
-    transform = model.input_config.transform()
-    images, skipped = find_images(_specs(task.images), task.name_pattern)
+    inputs = model.input_config
+    transform = inputs.transform()
+    images, skipped = find_images(_specs(task.images), task.name_pattern, task.get("channel_pattern"))
     outlines = _outline_source(task)
     settings = crop_settings(trained.dataset)
-    channels = int(trained.dataset.get("channels", 1))  # the crop store holds grey crops
     classify = partial(classify_crops, model, transform, batch_size=task.batch_size, device=accelerator.device)
     run_dir = Path(cfg.paths.output_dir)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
-        result = predict_plate(images, outlines, classify, settings, channels, task.batch_size)
+        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size)
         skipped += result.skipped + getattr(outlines, "skipped", [])
-        cells = cell_table(result.rows, _joined(result.probabilities), _joined(result.embeddings), class_names)
+        cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
         folder = run_dir / "predict"
         tables = write_tables(folder, cells, class_names)
         class_shares_figure(folder / "class_shares.png", tables["wells"], class_names)
@@ -71,6 +69,7 @@ def run(cfg: DictConfig) -> float:
             "checkpoint": str(source.folder),
             "classes": class_names,
             "crop": {"size": settings.crop_size, "context_margin": settings.context_margin},
+            "input": {"kind": inputs.kind, "intensity": inputs.intensity},
             "outlines": task.masks or task.segment,
         }
         write_summary(folder, result, len(images), len(cells), skipped, summary)
@@ -127,7 +126,3 @@ def _run_id(spec: str, folder: Path) -> str:
         if (parent / RUN_ID_FILE).is_file():
             return (parent / RUN_ID_FILE).read_text().strip()
     return str(spec) if len(str(spec)) == 32 else ""
-
-
-def _joined(chunks: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

@@ -33,7 +33,7 @@ from cellexp.models.backbones import PATCH_FAMILIES
 from cellexp.models.dino import Dino
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import parameter_count
-from cellexp.tasks.checks import DINO_HEAD, require_head, require_value
+from cellexp.tasks.checks import DINO_HEAD, require_grey, require_head, require_value
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> float:
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
             data = _load_data(cfg)
+        require_grey(data.store.kind, "task=ssl", f"dataset={cfg.dataset.name}")
         set_seed(cfg.seed)
         backbone = _backbone(cfg)
         source = init_backbone(cfg, backbone)

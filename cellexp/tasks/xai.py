@@ -41,7 +41,7 @@ from cellexp.progress import progress
 from cellexp.reports import xai as figures
 from cellexp.reports.tables import write_csv
 from cellexp.reports.xai import truth, write_cells, write_comparison, write_scores
-from cellexp.tasks.checks import refuse_training_keys
+from cellexp.tasks.checks import refuse_training_keys, require_grey
 from cellexp.tracking import start_tracking
 from cellexp.xai.cams import CAM_METHODS, cam_maps, map_kind
 from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
@@ -67,11 +67,13 @@ def run(cfg: DictConfig) -> float:
     run_dir, xai = Path(cfg.paths.output_dir), cfg.xai
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         data = load_crop_data(cfg.dataset, seed=cfg.seed)
+        require_grey(data.store.kind, "task=xai", f"dataset={cfg.dataset.name}")
         cells = sample_cells(cfg, data)
         runs = [load_explained(cfg, "ckpt", cfg.ckpt, data, cells, accelerator.device)]
         if xai.compare_ckpt:
             runs.append(load_explained(cfg, "xai.compare_ckpt", xai.compare_ckpt, data, cells, accelerator.device))
         for explained in runs:
+            require_grey(explained.model.input_config.kind, "task=xai", explained.origin)
             _check_applies(explained, xai)
         folder = run_dir / "xai"
         metrics: dict[str, float] = {}

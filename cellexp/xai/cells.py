@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from cellexp.data.datamodule import CropData
 from cellexp.data.images import UNKNOWN, read_crop_images
 from cellexp.data.sampling import stratified_subset
-from cellexp.data.store import ShardedArray
+from cellexp.data.store import ShardedArray, channel_batch
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import read_meta
 from cellexp.errors import ConfigError
@@ -45,7 +45,7 @@ class Cells:
         return self.labels != UNKNOWN
 
     def crops(self, chunk: slice) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.images[self.rows[chunk]]))[:, None]
+        return torch.from_numpy(channel_batch(np.asarray(self.images[self.rows[chunk]])))
 
     def mask(self, chunk: slice) -> np.ndarray:
         return np.asarray(self.masks[self.rows[chunk]])
