@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from cellexp.config import project_root
+from cellexp.config import build, project_root
 from cellexp.data.transforms import InputConfig
 from cellexp.engine.checkpoint import BEST, MODEL_FILE, load_model_state
 from cellexp.errors import CheckpointError
@@ -47,7 +46,7 @@ class ResolvedCheckpoint:
 
 def build_backbone(cfg: DictConfig, **options) -> nn.Module:
     """The configured backbone, carrying the input config that `cfg.dataset` describes."""
-    backbone = instantiate(cfg.backbone, **options)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
+    backbone = build(cfg.backbone, **options)(in_chans=cfg.dataset.in_chans, image_size=cfg.dataset.image_size)
     backbone.input_config = InputConfig.from_dataset(cfg.dataset)
     return backbone
 
@@ -55,7 +54,7 @@ def build_backbone(cfg: DictConfig, **options) -> nn.Module:
 def build_model(cfg: DictConfig, num_classes: int) -> CellClassifier:
     """Backbone plus the configured head, sized to the backbone's embedding."""
     backbone = build_backbone(cfg)
-    head = instantiate(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
+    head = build(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
     return CellClassifier(backbone, head)
 
 
