@@ -3,8 +3,9 @@
 Nothing is pickled. The model is MLflow's "model from code": the code is cellexp's own (mlflow_model_code.py, which
 MLflow copies beside the weights and runs at load time), the weights are the run's best checkpoint in safetensors,
 and the model is rebuilt from the run's config.yaml, whose targets are checked as for `ckpt=` (cellexp.loading).
-Loading needs cellexp installed. Input: a batch of crops as the crop store holds them, uint8 (N, S, S); output: one
-row per crop, the predicted class and one probability column per class (`p_<class>`, as in test/predictions.csv).
+Loading needs cellexp installed. Input: a batch of crops as the crop store holds them (N, S, S) or (N, C, S, S),
+uint8 or uint16, as the signature says; output: one row per crop, the predicted class and one probability column
+per class (`p_<class>`, as in test/predictions.csv).
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ class CellClassifierModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from cellexp.plates.inference import classify_crops
 
-        crops = np.asarray(model_input, dtype=np.uint8)
+        crops = np.asarray(model_input)
         probabilities, _ = classify_crops(self.model, self.transform, crops, BATCH_SIZE, torch.device("cpu"))
         columns = {f"p_{name}": probabilities[:, i] for i, name in enumerate(self.class_names)}
         predicted = [self.class_names[i] for i in probabilities.argmax(axis=1)] if len(crops) else []
         return pd.DataFrame({"predicted": predicted, **columns})
 
 
-def log_classifier(best: Path, config_file: Path, class_names: list[str], crop_shape: tuple, staging: Path) -> None:
-    """Log the run's best checkpoint as the active MLflow run's `model`, with its input and output signature."""
+def log_classifier(best: Path, config_file: Path, class_names: list[str], example: np.ndarray, staging: Path) -> None:
+    """Log the run's best checkpoint as the active MLflow run's `model`, with its input and output signature
+    (`example`: a batch of crops as the model takes them)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
@@ -56,7 +58,7 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], crop_s
         if path.is_file() and path.suffix != ".pt":  # weights, meta and config; not the optimizer state
             shutil.copy2(path, staging / path.name)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *crop_shape))]),
+        inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([ColSpec("string", "predicted"), *(ColSpec("float", f"p_{name}") for name in class_names)]),
     )
     mlflow.pyfunc.log_model(

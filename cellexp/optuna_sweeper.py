@@ -145,8 +145,12 @@ class _TrialRun:
 
     def raise_if_too_many_failed(self) -> None:
         if self.failures and self._too_many_failed():
-            log.error("%d of %d trials failed (max_failure_rate=%s)", len(self.failures), len(self.trials),
-                      self.sweeper.max_failure_rate)
+            log.error(
+                "%d of %d trials failed (max_failure_rate=%s)",
+                len(self.failures),
+                len(self.trials),
+                self.sweeper.max_failure_rate,
+            )
             _ = self.failures[-1].return_value  # re-raises the job's exception, with its traceback
 
 
@@ -163,4 +167,3 @@ def _seconds_saved(trial: optuna.trial.FrozenTrial) -> float:
     if not {EPOCHS_ATTR, MAX_EPOCHS_ATTR, EPOCH_SECONDS_ATTR} <= attrs.keys():
         return 0.0
     return max(attrs[MAX_EPOCHS_ATTR] - attrs[EPOCHS_ATTR], 0) * attrs[EPOCH_SECONDS_ATTR]
-

@@ -51,8 +51,9 @@ def trial_pruner(cfg: DictConfig) -> Callable[[int, float], str | None] | None:
             f"tuning.trial={tuning.trial} is set by the Optuna sweeper (hparams_search=optuna), which names the "
             "study's hydra.sweeper.storage and study_name: this job has neither"
         )
-    return TrialReporter(sweeper.storage, sweeper.study_name, int(tuning.trial), make_pruner(tuning),
-                         int(cfg.trainer.max_epochs))
+    return TrialReporter(
+        sweeper.storage, sweeper.study_name, int(tuning.trial), make_pruner(tuning), int(cfg.trainer.max_epochs)
+    )
 
 
 class TrialReporter:

@@ -85,11 +85,11 @@ class MlflowTracker(NullTracker):
         dataset = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest)
         self._mlflow_call("log_input", dataset, context=split, tags={"crops": str(size)})
 
-    def log_model(self, checkpoint, config_file, class_names, crop_shape):
+    def log_model(self, checkpoint, config_file, class_names, example):
         """The checkpoint as the run's MLflow `model` (cellexp.mlflow_model: loads with mlflow.pyfunc, no pickle)."""
         from cellexp.mlflow_model import log_classifier
 
-        _retrying(log_classifier, checkpoint, config_file, class_names, crop_shape, config_file.with_name(".model"))
+        _retrying(log_classifier, checkpoint, config_file, class_names, example, config_file.with_name(".model"))
 
     def _mlflow_call(self, name: str, *args, **kwargs):
         return _retrying(getattr(self._mlflow, name), *args, **kwargs)

@@ -152,7 +152,7 @@ def test_the_logged_mlflow_model_predicts_what_the_run_predicted(classified):
     files = [p.name for p in Path(local).rglob("*") if p.is_file()]
     assert "model.safetensors" in files and not [name for name in files if name.endswith((".pkl", ".pt"))]
     signature = model.metadata.get_input_schema().inputs[0]
-    assert signature.type == np.dtype(np.uint8) and signature.shape == (-1, *crops.shape[1:])
+    assert signature.type == crops.dtype and signature.shape == (-1, *crops.shape[1:])
 
 
 def test_the_run_has_system_metrics_its_dataset_and_its_git_state(classified):

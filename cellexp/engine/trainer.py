@@ -36,7 +36,7 @@ from cellexp.engine.preemption import Preempted, PreemptionWatch
 from cellexp.engine.schedulers import step_scheduler
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import CheckpointError, ConfigError, NonFiniteLossError, TrialPruned
-from cellexp.progress import progress
+from cellexp.progress import progress, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -397,17 +397,3 @@ class Trainer:
 
     def _model_state(self) -> dict:
         return self.acc.get_state_dict(self.model)
-
-
-def summary_line(metrics: dict, selected: str) -> str:
-    keys = ["train/loss", "val/loss", "val/accuracy", "val/balanced_accuracy", selected, "train/lr"]
-    keys += ["train/camo_loss", "val/gradcamo_mean", "val/gradcamo_frac_above_0.5"]
-    keys += [key for key in metrics if key.endswith("_per_s")]
-    shown = dict.fromkeys(k for k in keys if k in metrics)
-    return "  ".join(f"{k} {_fmt(metrics[k])}" for k in shown)
-
-
-def _fmt(value: float) -> str:
-    if math.isfinite(value) and (abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3)):
-        return f"{value:.2e}"
-    return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"

@@ -64,8 +64,8 @@ def run(cfg: DictConfig) -> float:
             if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
                 tracker.log_artifacts(best, f"checkpoints/{BEST}")
             if accelerator.is_main_process and cfg.task.get("mlflow_model"):
-                crop_shape = data.store.images("test")[:1].shape[1:]
-                tracker.log_model(best, run_dir / "config.yaml", data.class_names, tuple(crop_shape))
+                example = data.store.images("test")[:1]
+                tracker.log_model(best, run_dir / "config.yaml", data.class_names, example)
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
         if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
