@@ -10,18 +10,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import cellexp
-from cellexp.config import release_run_dir
+from cellexp.config import BUILDABLE, release_run_dir
 from cellexp.engine.preemption import Preempted
+from cellexp.errors import PrunedValue, TrialPruned
 
 log = logging.getLogger("cellexp")
+# what Hydra may build besides the run's own objects: its launchers and sweepers, Optuna's samplers
+APP_BUILDABLE = (*BUILDABLE, "hydra_plugins.*", "optuna.samplers.*")
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
     os.environ.setdefault("NO_COLOR", "1")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=APP_BUILDABLE)
 def main(cfg: DictConfig) -> float:
     try:
         return cellexp.run(cfg)
+    except TrialPruned as pruned:
+        log.info("%s", pruned)
+        return PrunedValue(pruned.value)
     except Preempted as stop:
         log.warning("%s", stop)
         _end(stop, exit_status=0)

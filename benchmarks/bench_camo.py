@@ -62,7 +62,7 @@ def step_times(args) -> tuple[float, float]:
     from cellexp.loading import build_model
     from cellexp.xai.camo import GradCamo
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=["experiment=camo_regularised", f"backbone={args.backbone}", "head=linear"])
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=8).train()

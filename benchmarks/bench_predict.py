@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(
             "config",
             overrides=[

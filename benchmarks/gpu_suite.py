@@ -45,11 +45,11 @@ from bench_tensor_network import build as build_head_pair
 from bench_tensor_network import step_fn as head_step
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cellexp  # noqa: F401  (registers the config resolvers)
+from cellexp.config import build
 from cellexp.data.datamodule import eval_loader, load_crop_data, train_loader
 from cellexp.data.dataset import CropDataset
 from cellexp.data.transforms import augmentation
@@ -148,7 +148,7 @@ class Suite:
             f"trainer.num_workers={self.args.workers}",
         ]
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF)):
             return compose("config", overrides=[*base, *overrides])
 
     def trainer(self, cfg) -> ClassifierTrainer:
@@ -158,13 +158,13 @@ class Suite:
         model = build_model(cfg, self.num_classes)
         if cfg.trainer.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
+        optimizer = build(cfg.optim.optimizer)(params=model.parameters())
         inputs = model.input_config
         return ClassifierTrainer(
             accelerator,
             model,
             optimizer,
-            scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
+            scheduler=build(cfg.optim.scheduler)(optimizer=optimizer),
             selection=Selection(cfg.task.optimized_metric, cfg.task.direction),
             checkpoints=CheckpointManager(self.tmp / "checkpoints"),
             settings=TrainerSettings.from_config(cfg.trainer, cfg.seed),
@@ -182,7 +182,7 @@ class Suite:
             model = model.to(memory_format=torch.channels_last)
         if self.device.type == "cpu":
             guard_small_strided_convs(model)  # as the engine does for bf16 on CPU
-        return model, instantiate(cfg.optim.optimizer)(params=model.parameters())
+        return model, build(cfg.optim.optimizer)(params=model.parameters())
 
     def inputs(self, channels_last: bool, distinct: int = 2) -> DeviceBatches:
         """Random model inputs (normalised-looking floats) and labels, already on the device."""

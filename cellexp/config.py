@@ -134,6 +134,18 @@ PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 # the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
 SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 
+# What a config may build (Hydra 1.4's execution whitelist), which also covers what a built callable returns:
+# cellexp's own models and schedules, torch's optimizers and modules, timm's backbones.
+BUILDABLE = ("cellexp.*", "torch.*", "timm.*")
+
+
+def build(node, *args, **kwargs):
+    """`hydra.utils.instantiate`, limited to BUILDABLE: a config naming anything else is refused, not run."""
+    from hydra.utils import instantiate
+
+    return instantiate(node, *args, _execution_whitelist_=BUILDABLE, **kwargs)
+
+
 for _name, _fn in {
     "cellexp.project_root": project_root,
     "cellexp.run_id": run_id,
@@ -146,4 +158,4 @@ for _name, _fn in {
     "cellexp.auto_if_requeued": lambda: "auto" if requeued() else None,
 }.items():
     if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _fn)
+        OmegaConf.register_resolver(_name, _fn)

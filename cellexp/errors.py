@@ -19,3 +19,17 @@ class CheckpointError(CellexpError):
 
 class NonFiniteLossError(CellexpError):
     """Training produced a NaN or infinite loss."""
+
+
+class TrialPruned(Exception):
+    """An Optuna pruner stopped this sweep trial early. Not a failure: the run is closed FINISHED and tagged, and
+    train.py returns `PrunedValue(value)` to the sweeper, which records the trial as PRUNED."""
+
+    def __init__(self, reason: str, value: float):
+        super().__init__(reason)
+        self.value = value
+
+
+class PrunedValue(float):
+    """A pruned job's last value, marked so that the sweeper records its trial as PRUNED (not COMPLETE, and not
+    FAIL, as a raised exception would be; a sweeper that does not look just reads a float)."""

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from cellexp.config import project_root
+from cellexp.config import build, project_root
 from cellexp.data.transforms import InputConfig
 from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, load_model_state, read_meta
 from cellexp.errors import CheckpointError
@@ -49,7 +48,7 @@ class ResolvedCheckpoint:
 def build_backbone(cfg: DictConfig, inputs: InputConfig | None = None, **options) -> nn.Module:
     """The configured backbone, carrying `inputs` (by default the input config that `cfg.dataset` describes)."""
     inputs = inputs or InputConfig.from_dataset(cfg.dataset)
-    backbone = instantiate(cfg.backbone, **options)(in_chans=inputs.in_chans, image_size=inputs.image_size)
+    backbone = build(cfg.backbone, **options)(in_chans=inputs.in_chans, image_size=inputs.image_size)
     backbone.input_config = inputs
     return backbone
 
@@ -65,7 +64,7 @@ def check_backbone(cfg: DictConfig) -> None:
 def build_model(cfg: DictConfig, num_classes: int, inputs: InputConfig | None = None) -> CellClassifier:
     """Backbone plus the configured head, sized to the backbone's embedding."""
     backbone = build_backbone(cfg, inputs)
-    head = instantiate(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
+    head = build(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
     return CellClassifier(backbone, head)
 
 

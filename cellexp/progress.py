@@ -1,4 +1,5 @@
-"""Progress of long work: a bar on a terminal; in a log (a SLURM .out, CI), a plain line now and then.
+"""Progress of long work: a bar on a terminal; in a log (a SLURM .out, CI), a plain line now and then; and the
+one line an epoch ends with.
 
 tqdm's bars redraw themselves with carriage returns, which a log file keeps as thousands of partial lines.
 Off a terminal, `progress` writes nothing but one line per LOG_EVERY_S seconds of a long loop; the code
@@ -8,6 +9,7 @@ around it logs its own summary (an epoch's line, a split's "crops ready").
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -78,3 +80,17 @@ def progress(
     if enabled and on_terminal():
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave)
     return _LogLines(iterable, total, desc, unit, initial, quiet=not enabled)
+
+
+def summary_line(metrics: dict, selected: str) -> str:
+    keys = ["train/loss", "val/loss", "val/accuracy", "val/balanced_accuracy", selected, "train/lr"]
+    keys += ["train/camo_loss", "val/gradcamo_mean", "val/gradcamo_frac_above_0.5"]
+    keys += [key for key in metrics if key.endswith("_per_s")]
+    shown = dict.fromkeys(k for k in keys if k in metrics)
+    return "  ".join(f"{k} {_fmt(metrics[k])}" for k in shown)
+
+
+def _fmt(value: float) -> str:
+    if math.isfinite(value) and (abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3)):
+        return f"{value:.2e}"
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cellexp import tracking
+from cellexp import sweep_runs
 from cellexp.config import PARENT_RUN_ENV, SWEEP_ID_ENV, SWEEP_KEYS_ENV, is_main_rank, run_id
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,18 @@ class SweepCallback(Callback):
         self._export(SWEEP_KEYS_ENV, ",".join(keys))
         if config.logger.name == "none":
             return
-        self._parent = tracking.open_parent_run(config, os.environ[SWEEP_ID_ENV], keys)
+        self._parent = sweep_runs.open_parent_run(config, os.environ[SWEEP_ID_ENV], keys)
         self._export(PARENT_RUN_ENV, self._parent)
-        # A sweep that raises never reaches on_multirun_end; the parent must not stay RUNNING.
+        # A sweep killed before on_multirun_end must not leave the parent RUNNING.
         atexit.register(self._close, "FAILED")
         log.info("MLflow parent run %s for this sweep", self._parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra calls this from a `finally`: an exception on its way out is a sweep that failed."""
+        failed = sys.exc_info()[1] is not None
         if self._parent is not None:
-            tracking.record_sweep_results(self._parent, Path(str(config.hydra.sweep.dir)), SWEEP_RECORDS)
-        self._close("FINISHED")
+            sweep_runs.record_sweep_results(self._parent, Path(str(config.hydra.sweep.dir)), SWEEP_RECORDS)
+        self._close("FAILED" if failed else "FINISHED")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """Runs in the job's own process: a job that failed before its MLflow run opened is recorded too."""
@@ -63,11 +66,11 @@ class SweepCallback(Callback):
         try:
             _ = job_return.return_value  # a failed job's return value re-raises its exception
         except Exception as error:
-            tracking.record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
+            sweep_runs.record_failed_job(config, Path(config.hydra.runtime.output_dir), error)
 
     def _close(self, status: str) -> None:
         if self._parent is not None:
-            tracking.close_parent_run(self._parent, status)
+            sweep_runs.close_parent_run(self._parent, status)
             self._parent = None
         for name in self._exported:
             os.environ.pop(name, None)

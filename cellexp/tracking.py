@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from cellexp.config import PARENT_RUN_ENV, SWEEP_KEYS_ENV, default_tracking_uri
 from cellexp.engine.preemption import Preempted
 from cellexp.engine.tracker import NullTracker
+from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ RETRIES = 6
 # MLflow 3's UI opens an experiment of this kind on its runs table (a "genai_development" one, on traces); without
 # the tag it guesses from what the experiment holds, and an empty one opens on traces.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# a sweep trial that its pruner stopped: FINISHED, with this tag PRUNED (and the reason beside it)
+PRUNED_TAG = "optuna.trial.state"
 
 
 def _retrying(call: Callable, *args, **kwargs):
@@ -72,6 +75,21 @@ class MlflowTracker(NullTracker):
 
     def set_tags(self, tags):
         self._mlflow_call("set_tags", dict(tags))
+
+    def log_dataset(self, name, digest, source, split, size):
+        """A split as an MLflow dataset input: the dataset's name, the split's digest and store folder, the split as
+        its context and its number of crops as a tag."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        dataset = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest)
+        self._mlflow_call("log_input", dataset, context=split, tags={"crops": str(size)})
+
+    def log_model(self, checkpoint, config_file, class_names, example):
+        """The checkpoint as the run's MLflow `model` (cellexp.mlflow_model: loads with mlflow.pyfunc, no pickle)."""
+        from cellexp.mlflow_model import log_classifier
+
+        _retrying(log_classifier, checkpoint, config_file, class_names, example, config_file.with_name(".model"))
 
     def _mlflow_call(self, name: str, *args, **kwargs):
         return _retrying(getattr(self._mlflow, name), *args, **kwargs)
@@ -164,10 +182,15 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
             _log_run_description(cfg, run_dir)
         yield MlflowTracker(run.info.run_id) if run else NullTracker()
         status = "FINISHED"
-        if not OmegaConf.select(cfg, "trainer.checkpoint.keep_training_state", default=False):
-            from cellexp.engine.checkpoint import CheckpointManager  # torch: not for the sweep callback's import
+        _seal(cfg, run_dir)
+    except TrialPruned as pruned:
+        status = "FINISHED"  # stopped on purpose; the sweeper records the trial as PRUNED
+        if run is not None:
+            import mlflow
 
-            CheckpointManager(run_dir / "checkpoints").seal()
+            _retrying(mlflow.set_tags, {PRUNED_TAG: "PRUNED", f"{PRUNED_TAG}.reason": str(pruned)})
+        _seal(cfg, run_dir)
+        raise
     except BaseException as err:
         status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
         if run is not None:
@@ -180,6 +203,14 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         announce_end(record, status)
 
 
+def _seal(cfg: DictConfig, run_dir: Path) -> None:
+    """A finished run keeps its last and best checkpoints, without optimizer state (unless asked to keep it)."""
+    if not OmegaConf.select(cfg, "trainer.checkpoint.keep_training_state", default=False):
+        from cellexp.engine.checkpoint import CheckpointManager  # torch: not for the sweep callback's import
+
+        CheckpointManager(run_dir / "checkpoints").seal()
+
+
 def _open_run(cfg: DictConfig, run_dir: Path):
     """The MLflow run of this run folder: a new one, or, when resuming, the one it recorded (then True)."""
     import mlflow
@@ -187,6 +218,10 @@ def _open_run(cfg: DictConfig, run_dir: Path):
     experiment_id = configure_mlflow(cfg.logger)
     id_file = run_dir / RUN_ID_FILE
     previous = id_file.read_text().strip() if id_file.exists() and cfg.trainer.get("resume") else None
+    system_metrics = bool(cfg.logger.get("system_metrics"))
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(float(cfg.logger.system_metrics_interval_s))
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # two INFO lines a run say little
     run = _retrying(
         mlflow.start_run,
         run_id=previous,
@@ -194,6 +229,7 @@ def _open_run(cfg: DictConfig, run_dir: Path):
         run_name=cfg.logger.get("run_name") or default_run_name(cfg),
         nested=mlflow.active_run() is not None,
         parent_run_id=None if previous else os.environ.get(PARENT_RUN_ENV),
+        log_system_metrics=system_metrics,
     )
     id_file.write_text(run.info.run_id)
     return run, previous is not None
@@ -209,32 +245,12 @@ def _close_run(run, status: str, error: BaseException | None = None) -> None:
     _retrying(mlflow.end_run, status=status)
 
 
-def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:
-    """A sweep job that failed before its MLflow run opened (a bad value, missing data) still gets a
-    FAILED child run that names the error, so that the sweep's record in MLflow is complete."""
-    if cfg.logger.name == "none" or (run_dir / RUN_ID_FILE).exists():
-        return
-    import mlflow
-
-    run = _retrying(
-        mlflow.start_run,
-        experiment_id=configure_mlflow(cfg.logger),
-        run_name=cfg.logger.get("run_name") or default_run_name(cfg),
-        parent_run_id=os.environ.get(PARENT_RUN_ENV),
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
-    tags = {**run_label(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
-    _retrying(mlflow.set_tags, tags)
-    _retrying(mlflow.end_run, status="FAILED")
-
-
 def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
     import mlflow
 
     params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
     _retrying(mlflow.log_params, {**params, **swept_params(params)})
-    tags = {**run_label(cfg), **sweep_tags(), "git_commit": git_commit(), "run_dir": str(run_dir)}
+    tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
     _retrying(mlflow.set_tags, tags)
     config_file = run_dir / "config.yaml"
     if config_file.exists():
@@ -348,58 +364,19 @@ def _short_number(value: str) -> str:
     return value if number.is_integer() and "." not in value and "e" not in value.lower() else f"{number:.3g}"
 
 
-def git_commit() -> str:
+def git_state() -> dict[str, str]:
+    """The code a run ran: the commit (also as MLflow's own source tag, which the UI shows) and whether tracked
+    files differed from it."""
+    commit = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = "unknown" if changes is None else str(bool(changes)).lower()
+    return {"git_commit": commit or "unknown", "mlflow.source.git.commit": commit or "unknown", "git_dirty": dirty}
+
+
+def _git(*args: str) -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-# ------------------------------------------------------------------------------------- sweeps' parent runs
-
-
-def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
-    """The MLflow parent run of a sweep's jobs; its id."""
-    from mlflow.tracking import MlflowClient
-
-    experiment_id = configure_mlflow(config.logger)
-    overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(none)"
-    sweeper = str(config.hydra.sweeper.get("_target_", "?")).rsplit(".", 1)[-1]
-    run = _retrying(
-        MlflowClient().create_run,
-        experiment_id,
-        run_name=f"sweep {sweep_id}",
-        tags={
-            "sweep.dir": str(config.hydra.sweep.dir),
-            "sweep.sweeper": sweeper,
-            "sweep.keys": ",".join(keys),
-            "sweep.overrides": overrides,
-            "mlflow.note.content": f"{sweeper} over {', '.join(keys) or 'nothing'}: {overrides}",
-        },
-    )
-    return run.info.run_id
-
-
-def record_sweep_results(parent: str, sweep_dir: Path, records: tuple[str, ...]) -> None:
-    """The sweep's record files as the parent's artifacts, and the Optuna result as its metric and tags."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    for name in records:
-        if (sweep_dir / name).is_file():
-            _retrying(client.log_artifact, parent, str(sweep_dir / name), "sweep")
-    results = sweep_dir / "optimization_results.yaml"
-    if results.is_file():
-        best = OmegaConf.load(results)
-        if "best_value" in best:
-            _retrying(client.log_metric, parent, "sweep/best_value", float(best.best_value))
-            for key, value in best.best_params.items():
-                _retrying(client.set_tag, parent, f"sweep.best.{key}", str(value))
-
-
-def close_parent_run(parent: str, status: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    _retrying(MlflowClient().set_terminated, parent, status=status)
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

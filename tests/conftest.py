@@ -52,7 +52,7 @@ def mlflow_uri(tmp_path_factory) -> str:
 def compose_cfg(overrides: list[str], run_dir: Path, data_dir: Path, tiny: bool = True) -> DictConfig:
     """conf/ composed as train.py composes it, run folder `run_dir`; Hydra's settings go to HydraConfig only."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(
             "config",
             overrides=[f"paths.data_dir={data_dir}", *(TINY if tiny else []), *overrides],

@@ -232,7 +232,7 @@ def test_two_job_sweep_through_the_submitit_local_launcher(tmp_path, data_dir, t
 
 def test_slurm_launcher_config_composes_one_task_per_gpu():
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(
             "config",
             overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4", "hydra.launcher.partition=gpu"],

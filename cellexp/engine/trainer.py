@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -35,8 +35,8 @@ from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.preemption import Preempted, PreemptionWatch
 from cellexp.engine.schedulers import step_scheduler
 from cellexp.engine.tracker import NullTracker
-from cellexp.errors import CheckpointError, ConfigError, NonFiniteLossError
-from cellexp.progress import progress
+from cellexp.errors import CheckpointError, ConfigError, NonFiniteLossError, TrialPruned
+from cellexp.progress import progress, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ class Trainer:
         settings: TrainerSettings,
         tracker=None,
         checkpoint_meta: Mapping[str, Any] | None = None,
+        prune_check: Callable[[int, float], str | None] | None = None,
     ):
         self.acc = accelerator
         if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu":
@@ -164,6 +165,8 @@ class Trainer:
         self.scheduler, self.selection, self.checkpoints, self.settings = scheduler, selection, checkpoints, settings
         self.tracker = tracker or NullTracker()
         self.checkpoint_meta = dict(checkpoint_meta or {})
+        # a sweep trial's pruner: told each epoch's selected value, it answers why to stop now (or None)
+        self.prune_check = prune_check
         self.state = LoopState()
         self._rng_to_restore: torch.Tensor | None = None
 
@@ -335,6 +338,16 @@ class Trainer:
         log.info("epoch %d/%d  %s", state.epoch, self.settings.max_epochs, summary_line(metrics, selection.metric))
         if stopped:
             log.info("early stopping: %s did not improve for %d epochs", rule.monitor, state.bad_epochs)
+        if self.prune_check is not None:
+            self._prune_if_told(metrics[selection.metric])
+
+    def _prune_if_told(self, value: float) -> None:
+        """The main process asks the pruner (it reports the value even on the last epoch); every rank stops together."""
+        reason = [self.prune_check(self.state.epoch, value) if self.acc.is_main_process else None]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(reason)
+        if reason[0] and not self.state.finished:
+            raise TrialPruned(reason[0], value)
 
     def _should_stop_early(self, metrics: dict) -> bool:
         rule = self.settings.early_stopping
@@ -384,17 +397,3 @@ class Trainer:
 
     def _model_state(self) -> dict:
         return self.acc.get_state_dict(self.model)
-
-
-def summary_line(metrics: dict, selected: str) -> str:
-    keys = ["train/loss", "val/loss", "val/accuracy", "val/balanced_accuracy", selected, "train/lr"]
-    keys += ["train/camo_loss", "val/gradcamo_mean", "val/gradcamo_frac_above_0.5"]
-    keys += [key for key in metrics if key.endswith("_per_s")]
-    shown = dict.fromkeys(k for k in keys if k in metrics)
-    return "  ".join(f"{k} {_fmt(metrics[k])}" for k in shown)
-
-
-def _fmt(value: float) -> str:
-    if math.isfinite(value) and (abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3)):
-        return f"{value:.2e}"
-    return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"

@@ -86,11 +86,21 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
-def log_data_summary(tracker, data, run_dir: Path) -> None:
+def split_digest(store, dataset) -> str:
+    """A split's identity: its store folder (named by the hash of its sources and settings) and its crops in it."""
+    digest = hashlib.sha256(store.splits[dataset.split].path.name.encode())
+    digest.update(np.ascontiguousarray(dataset.indices, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def log_data_summary(tracker, data, run_dir: Path, dataset_name: str) -> None:
     """Crops per split, failed images (logged by name) and the summary figure, for the run's record."""
     summary = data.store.summary
     counts = {f"data/{split}_crops": len(ds) for split, ds in data.splits.items()}
     tracker.log_metrics({**counts, "data/images_failed": len(summary["failed_images"])})
+    for split, dataset in data.splits.items():
+        folder = data.store.splits[dataset.split].path
+        tracker.log_dataset(dataset_name, split_digest(data.store, dataset), folder, split, len(dataset))
     tracker.log_artifact(data.store.write_summary(run_dir / "data" / "summary.json"), "data")
     shown = next(iter(data.store.splits))  # train, or a patch store's one split
     tracker.log_artifact(shutil.copy(store_summary_figure(data.store, shown), run_dir / "data" / "summary.png"), "data")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cellexp.config import build
 from cellexp.data.datamodule import CropData, eval_loader, load_crop_data, train_loader
 from cellexp.data.transforms import augmentation
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
@@ -28,6 +28,7 @@ from cellexp.loading import (
     trained_inputs,
 )
 from cellexp.models.classifier import CellClassifier
+from cellexp.pruning import trial_pruner
 from cellexp.reports.classification import write_confusion_matrix, write_predictions
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
@@ -56,7 +57,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.task.fit and cfg.backbone.get("freeze"):
             model.freeze_backbone()
         if accelerator.is_main_process:
-            log_data_summary(tracker, data, run_dir)
+            log_data_summary(tracker, data, run_dir, cfg.dataset.name)
             log_model_description(tracker, model, run_dir)
         if source is not None:
             tracker.set_tags({"init_from": str(source.folder)})
@@ -71,6 +72,9 @@ def run(cfg: DictConfig) -> float:
             load_weights(trainer.unwrapped, best)
             if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
                 tracker.log_artifacts(best, f"checkpoints/{BEST}")
+            if accelerator.is_main_process and cfg.task.get("mlflow_model"):
+                example = data.store.images("test")[:1]
+                tracker.log_model(best, run_dir / "config.yaml", data.class_names, example)
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
         if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
@@ -126,18 +130,19 @@ def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, r
     model = sync_batchnorm(model, accelerator, cfg.trainer, default=False)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = instantiate(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
+    optimizer = build(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     inputs = model.input_config  # a trained model sees crops as it was trained on them; augmentation is this run's
     return ClassifierTrainer(
         accelerator,
         model,
         optimizer,
-        scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
+        scheduler=build(cfg.optim.scheduler)(optimizer=optimizer),
         selection=Selection(cfg.task.optimized_metric, cfg.task.direction),
         checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
         settings=TrainerSettings.from_config(cfg.trainer, cfg.seed),
         tracker=tracker,
         checkpoint_meta=checkpoint_meta(cfg, inputs, data.class_names),
+        prune_check=trial_pruner(cfg),
         criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.task.label_smoothing),
         train_transform=inputs.transform(augment=bool(cfg.dataset.augment), **augmentation(cfg.dataset)),
         eval_transform=inputs.transform(),

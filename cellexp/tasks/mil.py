@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import set_seed
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from cellexp.config import build
 from cellexp.data.bags import Bag, bag_splits, dataset_root, load_bags
 from cellexp.data.timelapse import describe, split_counts
 from cellexp.engine.accelerator import make_accelerator
@@ -31,6 +31,7 @@ from cellexp.mil.baseline import baseline_metrics
 from cellexp.mil.embeddings import embed_store
 from cellexp.mil.metrics import level_metrics, prefixed
 from cellexp.mil.tss import check_tss
+from cellexp.pruning import trial_pruner
 from cellexp.reports.mil import attention_figure, write_attention
 from cellexp.reports.model import parameter_count
 from cellexp.tasks.checks import MIL_HEAD, require_head, require_value
@@ -61,7 +62,7 @@ def run(cfg: DictConfig) -> float:
         tracker.set_tags({"mil.embedding": described})
         features = torch.from_numpy(embeddings).float().to(accelerator.device)
         set_seed(cfg.seed)
-        model = instantiate(model_cfg.head)(features.shape[1], len(class_names)).to(accelerator.device)
+        model = build(model_cfg.head)(features.shape[1], len(class_names)).to(accelerator.device)
         # what cellexp.compare lists as a run's size: the aggregator's (the embedding backbone is frozen)
         tracker.log_metrics({"model/total_params": parameter_count(model)})
         if source is None:
@@ -123,12 +124,12 @@ def _check_options(cfg: DictConfig) -> None:
 
 
 def _trainer(cfg, accelerator, model, class_names, labels, tracker, run_dir: Path) -> training.MILTrainer:
-    optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
+    optimizer = build(cfg.optim.optimizer)(params=model.parameters())
     return training.MILTrainer(
         accelerator,
         model,
         optimizer,
-        scheduler=instantiate(cfg.optim.scheduler)(optimizer=optimizer),
+        scheduler=build(cfg.optim.scheduler)(optimizer=optimizer),
         # On a tie the later epoch wins: val sequences share the training batches, so val saturates early
         # while training on more samples still helps across batches.
         selection=Selection(cfg.task.optimized_metric, cfg.task.direction, later_wins_ties=True),
@@ -136,6 +137,7 @@ def _trainer(cfg, accelerator, model, class_names, labels, tracker, run_dir: Pat
         settings=TrainerSettings.from_config(cfg.trainer, cfg.seed, sample_unit="bags"),
         tracker=tracker,
         checkpoint_meta={"labels": run_label(cfg), "classes": class_names},
+        prune_check=trial_pruner(cfg),
         labels=labels,
         num_classes=len(class_names),
     )

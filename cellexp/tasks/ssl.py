@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Subset
 
+from cellexp.config import build
 from cellexp.data.datamodule import eval_loader, load_crop_data, load_patch_data, train_loader
 from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
@@ -31,6 +31,7 @@ from cellexp.errors import ConfigError
 from cellexp.loading import build_backbone, init_backbone
 from cellexp.models.backbones import PATCH_FAMILIES
 from cellexp.models.dino import Dino
+from cellexp.pruning import trial_pruner
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import parameter_count
 from cellexp.tasks.checks import DINO_HEAD, require_grey, require_head, require_value
@@ -57,7 +58,7 @@ def run(cfg: DictConfig) -> float:
         multicrop = _multicrop(cfg, backbone)
         model = Dino(
             backbone,
-            instantiate(cfg.head)(backbone.num_features),
+            build(cfg.head)(backbone.num_features),
             global_views=ssl.crops.global_count,
             student_temp=ssl.student_temp,
             center_momentum=ssl.teacher.center_momentum,
@@ -67,9 +68,9 @@ def run(cfg: DictConfig) -> float:
         model = sync_batchnorm(model, accelerator, cfg.trainer, default=True)
         if cfg.trainer.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = instantiate(cfg.optim.optimizer)(params=_param_groups(model.student))
+        optimizer = build(cfg.optim.optimizer)(params=_param_groups(model.student))
         if accelerator.is_main_process:
-            log_data_summary(tracker, data, run_dir)
+            log_data_summary(tracker, data, run_dir, cfg.dataset.name)
             parts = {"backbone": model.student.backbone, "head": model.student.head}
             tracker.log_metrics({f"model/{k}_params": parameter_count(v) for k, v in parts.items()})
             tracker.set_tags({"ssl.views": " ".join(str(size) for size in multicrop.sizes)})
@@ -87,6 +88,7 @@ def run(cfg: DictConfig) -> float:
             settings=TrainerSettings.from_config(cfg.trainer, cfg.seed),
             tracker=tracker,
             checkpoint_meta=checkpoint_meta(cfg, backbone.input_config, data.class_names),
+            prune_check=trial_pruner(cfg),
             multicrop=multicrop,
             eval_transform=backbone.input_config.transform(),
             bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
@@ -223,7 +225,7 @@ def _param_groups(student: nn.Module) -> list[dict]:
 def _schedules(cfg: DictConfig) -> DinoSchedules:
     """optim.scheduler's learning-rate and weight-decay schedules, with the teacher's momentum and temperature."""
     teacher, optimizer = cfg.task.teacher, cfg.optim.optimizer
-    return instantiate(cfg.optim.scheduler)(
+    return build(cfg.optim.scheduler)(
         lr=optimizer.lr,
         weight_decay=optimizer.get("weight_decay", 0.0),
         momentum=teacher.momentum,

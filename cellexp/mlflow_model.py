@@ -1,0 +1,80 @@
+"""A trained classifier as an MLflow model: `mlflow.pyfunc.load_model("runs:/<id>/model").predict(crops)`.
+
+Nothing is pickled. The model is MLflow's "model from code": the code is cellexp's own (mlflow_model_code.py, which
+MLflow copies beside the weights and runs at load time), the weights are the run's best checkpoint in safetensors,
+and the model is rebuilt from the run's config.yaml, whose targets are checked as for `ckpt=` (cellexp.loading).
+Loading needs cellexp installed. Input: a batch of crops as the crop store holds them (N, S, S) or (N, C, S, S),
+uint8 or uint16, as the signature says; output: one row per crop, the predicted class and one probability column
+per class (`p_<class>`, as in test/predictions.csv).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
+ARTIFACT_PATH = "model"
+BATCH_SIZE = 256
+
+
+class CellClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from cellexp.engine.checkpoint import read_meta
+        from cellexp.loading import load_trained, resolve_checkpoint
+
+        folder = Path(context.artifacts["checkpoint"])
+        source = resolve_checkpoint(str(folder), OmegaConf.create(), folder, option="the MLflow model's checkpoint")
+        self.class_names = list(read_meta(folder)["classes"])
+        self.model = load_trained(source, len(self.class_names))
+        self.transform = self.model.input_config.transform()
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from cellexp.plates.inference import classify_crops
+
+        crops = np.asarray(model_input)
+        probabilities, _ = classify_crops(self.model, self.transform, crops, BATCH_SIZE, torch.device("cpu"))
+        columns = {f"p_{name}": probabilities[:, i] for i, name in enumerate(self.class_names)}
+        predicted = [self.class_names[i] for i in probabilities.argmax(axis=1)] if len(crops) else []
+        return pd.DataFrame({"predicted": predicted, **columns})
+
+
+def log_classifier(best: Path, config_file: Path, class_names: list[str], example: np.ndarray, staging: Path) -> None:
+    """Log the run's best checkpoint as the active MLflow run's `model`, with its input and output signature
+    (`example`: a batch of crops as the model takes them)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for path in (*best.iterdir(), config_file):
+        if path.is_file() and path.suffix != ".pt":  # weights, meta and config; not the optimizer state
+            shutil.copy2(path, staging / path.name)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
+        outputs=Schema([ColSpec("string", "predicted"), *(ColSpec("float", f"p_{name}") for name in class_names)]),
+    )
+    mlflow.pyfunc.log_model(
+        name=ARTIFACT_PATH,
+        python_model=str(MODEL_CODE),
+        artifacts={"checkpoint": str(staging)},
+        signature=signature,
+        pip_requirements=_requirements(),
+    )
+    shutil.rmtree(staging)
+
+
+def _requirements() -> list[str]:
+    """What loading needs besides cellexp itself, at the versions that trained it (given, not inferred: inferring
+    loads the model in a subprocess)."""
+    from importlib.metadata import version
+
+    names = ("mlflow", "torch", "timm", "safetensors", "omegaconf", "hydra-core")
+    return [f"{name}=={version(name)}" for name in names]

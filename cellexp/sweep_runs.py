@@ -1,0 +1,90 @@
+"""A sweep's own MLflow records: its parent run, the failed jobs that never opened a run, and its results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from cellexp.config import PARENT_RUN_ENV
+from cellexp.tracking import (
+    MAX_PARAM_LENGTH,
+    RUN_ID_FILE,
+    _retrying,
+    configure_mlflow,
+    default_run_name,
+    run_label,
+    sweep_tags,
+)
+
+# what the Optuna sweeper's result file counts, logged as the parent's sweep/<name> metrics
+RESULT_COUNTS = ("trials", "pruned_trials", "failed_trials", "pruning_saved_s")
+
+
+def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:
+    """A sweep job that failed before its MLflow run opened (a bad value, missing data) still gets a
+    FAILED child run that names the error, so that the sweep's record in MLflow is complete."""
+    if cfg.logger.name == "none" or (run_dir / RUN_ID_FILE).exists():
+        return
+    import mlflow
+
+    run = _retrying(
+        mlflow.start_run,
+        experiment_id=configure_mlflow(cfg.logger),
+        run_name=cfg.logger.get("run_name") or default_run_name(cfg),
+        parent_run_id=os.environ.get(PARENT_RUN_ENV),
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
+    tags = {**run_label(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
+    _retrying(mlflow.set_tags, tags)
+    _retrying(mlflow.end_run, status="FAILED")
+
+
+def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
+    """The MLflow parent run of a sweep's jobs; its id."""
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = configure_mlflow(config.logger)
+    overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(none)"
+    sweeper = str(config.hydra.sweeper.get("_target_", "?")).rsplit(".", 1)[-1]
+    run = _retrying(
+        MlflowClient().create_run,
+        experiment_id,
+        run_name=f"sweep {sweep_id}",
+        tags={
+            "sweep.dir": str(config.hydra.sweep.dir),
+            "sweep.sweeper": sweeper,
+            "sweep.keys": ",".join(keys),
+            "sweep.overrides": overrides,
+            "mlflow.note.content": f"{sweeper} over {', '.join(keys) or 'nothing'}: {overrides}",
+        },
+    )
+    return run.info.run_id
+
+
+def record_sweep_results(parent: str, sweep_dir: Path, records: tuple[str, ...]) -> None:
+    """The sweep's record files as the parent's artifacts, and the Optuna result as its metric and tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for name in records:
+        if (sweep_dir / name).is_file():
+            _retrying(client.log_artifact, parent, str(sweep_dir / name), "sweep")
+    results = sweep_dir / "optimization_results.yaml"
+    if results.is_file():
+        best = OmegaConf.load(results)
+        if "best_value" in best:
+            _retrying(client.log_metric, parent, "sweep/best_value", float(best.best_value))
+            for key, value in best.best_params.items():
+                _retrying(client.set_tag, parent, f"sweep.best.{key}", str(value))
+        for name in RESULT_COUNTS:
+            if name in best:
+                _retrying(client.log_metric, parent, f"sweep/{name}", float(best[name]))
+
+
+def close_parent_run(parent: str, status: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _retrying(MlflowClient().set_terminated, parent, status=status)
