@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from cellexp.tracking import retrying
+
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 ARTIFACT_PATH = "model"
 BATCH_SIZE = 256
@@ -61,7 +63,8 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], exampl
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([ColSpec("string", "predicted"), *(ColSpec("float", f"p_{name}") for name in class_names)]),
     )
-    mlflow.pyfunc.log_model(
+    retrying(
+        mlflow.pyfunc.log_model,
         name=ARTIFACT_PATH,
         python_model=str(MODEL_CODE),
         artifacts={"checkpoint": str(staging)},

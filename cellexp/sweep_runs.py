@@ -11,9 +11,9 @@ from cellexp.config import PARENT_RUN_ENV
 from cellexp.tracking import (
     MAX_PARAM_LENGTH,
     RUN_ID_FILE,
-    _retrying,
     configure_mlflow,
     default_run_name,
+    retrying,
     run_label,
     sweep_tags,
 )
@@ -29,7 +29,7 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> N
         return
     import mlflow
 
-    run = _retrying(
+    run = retrying(
         mlflow.start_run,
         experiment_id=configure_mlflow(cfg.logger),
         run_name=cfg.logger.get("run_name") or default_run_name(cfg),
@@ -38,8 +38,8 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> N
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
     tags = {**run_label(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
-    _retrying(mlflow.set_tags, tags)
-    _retrying(mlflow.end_run, status="FAILED")
+    retrying(mlflow.set_tags, tags)
+    retrying(mlflow.end_run, status="FAILED")
 
 
 def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
@@ -49,7 +49,7 @@ def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
     experiment_id = configure_mlflow(config.logger)
     overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(none)"
     sweeper = str(config.hydra.sweeper.get("_target_", "?")).rsplit(".", 1)[-1]
-    run = _retrying(
+    run = retrying(
         MlflowClient().create_run,
         experiment_id,
         run_name=f"sweep {sweep_id}",
@@ -71,20 +71,20 @@ def record_sweep_results(parent: str, sweep_dir: Path, records: tuple[str, ...])
     client = MlflowClient()
     for name in records:
         if (sweep_dir / name).is_file():
-            _retrying(client.log_artifact, parent, str(sweep_dir / name), "sweep")
+            retrying(client.log_artifact, parent, str(sweep_dir / name), "sweep")
     results = sweep_dir / "optimization_results.yaml"
     if results.is_file():
         best = OmegaConf.load(results)
         if "best_value" in best:
-            _retrying(client.log_metric, parent, "sweep/best_value", float(best.best_value))
+            retrying(client.log_metric, parent, "sweep/best_value", float(best.best_value))
             for key, value in best.best_params.items():
-                _retrying(client.set_tag, parent, f"sweep.best.{key}", str(value))
+                retrying(client.set_tag, parent, f"sweep.best.{key}", str(value))
         for name in RESULT_COUNTS:
             if name in best:
-                _retrying(client.log_metric, parent, f"sweep/{name}", float(best[name]))
+                retrying(client.log_metric, parent, f"sweep/{name}", float(best[name]))
 
 
 def close_parent_run(parent: str, status: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    _retrying(MlflowClient().set_terminated, parent, status=status)
+    retrying(MlflowClient().set_terminated, parent, status=status)

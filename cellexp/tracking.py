@@ -42,7 +42,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 PRUNED_TAG = "optuna.trial.state"
 
 
-def _retrying(call: Callable, *args, **kwargs):
+def retrying(call: Callable, *args, **kwargs):
     """`call`, retried with exponential backoff while sqlite says the database is locked."""
     for attempt in range(RETRIES):
         try:
@@ -85,14 +85,8 @@ class MlflowTracker(NullTracker):
         dataset = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name, digest=digest)
         self._mlflow_call("log_input", dataset, context=split, tags={"crops": str(size)})
 
-    def log_model(self, checkpoint, config_file, class_names, example):
-        """The checkpoint as the run's MLflow `model` (cellexp.mlflow_model: loads with mlflow.pyfunc, no pickle)."""
-        from cellexp.mlflow_model import log_classifier
-
-        _retrying(log_classifier, checkpoint, config_file, class_names, example, config_file.with_name(".model"))
-
     def _mlflow_call(self, name: str, *args, **kwargs):
-        return _retrying(getattr(self._mlflow, name), *args, **kwargs)
+        return retrying(getattr(self._mlflow, name), *args, **kwargs)
 
 
 def _local_path(uri: str) -> Path | None:
@@ -134,15 +128,15 @@ def configure_mlflow(logger_cfg: DictConfig) -> str:
     if from_environment is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     with _store_lock(uri):
-        experiment = _retrying(mlflow.get_experiment_by_name, logger_cfg.experiment_name)
+        experiment = retrying(mlflow.get_experiment_by_name, logger_cfg.experiment_name)
         if experiment is None:
             # A store named in the config keeps artifacts beside it; a server from the environment decides itself.
             location = None if from_environment else logger_cfg.artifact_location
             name, kind = logger_cfg.experiment_name, {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-            return _retrying(mlflow.create_experiment, name, artifact_location=location, tags=kind)
+            return retrying(mlflow.create_experiment, name, artifact_location=location, tags=kind)
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before cellexp set it, or by hand
             client = mlflow.tracking.MlflowClient()
-            _retrying(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            retrying(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
 
 
@@ -188,7 +182,7 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         if run is not None:
             import mlflow
 
-            _retrying(mlflow.set_tags, {PRUNED_TAG: "PRUNED", f"{PRUNED_TAG}.reason": str(pruned)})
+            retrying(mlflow.set_tags, {PRUNED_TAG: "PRUNED", f"{PRUNED_TAG}.reason": str(pruned)})
         _seal(cfg, run_dir)
         raise
     except BaseException as err:
@@ -222,7 +216,7 @@ def _open_run(cfg: DictConfig, run_dir: Path):
     if system_metrics:
         mlflow.set_system_metrics_sampling_interval(float(cfg.logger.system_metrics_interval_s))
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # two INFO lines a run say little
-    run = _retrying(
+    run = retrying(
         mlflow.start_run,
         run_id=previous,
         experiment_id=None if previous else experiment_id,
@@ -239,22 +233,22 @@ def _close_run(run, status: str, error: BaseException | None = None) -> None:
     import mlflow
 
     if error is not None:
-        _retrying(mlflow.set_tag, "error", str(error)[:MAX_PARAM_LENGTH])
+        retrying(mlflow.set_tag, "error", str(error)[:MAX_PARAM_LENGTH])
     elif "error" in run.data.tags:
-        _retrying(mlflow.delete_tag, "error")  # the stop that a resumed run recovered from
-    _retrying(mlflow.end_run, status=status)
+        retrying(mlflow.delete_tag, "error")  # the stop that a resumed run recovered from
+    retrying(mlflow.end_run, status=status)
 
 
 def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
     import mlflow
 
     params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
-    _retrying(mlflow.log_params, {**params, **swept_params(params)})
+    retrying(mlflow.log_params, {**params, **swept_params(params)})
     tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
-    _retrying(mlflow.set_tags, tags)
+    retrying(mlflow.set_tags, tags)
     config_file = run_dir / "config.yaml"
     if config_file.exists():
-        _retrying(mlflow.log_artifact, str(config_file))
+        retrying(mlflow.log_artifact, str(config_file))
 
 
 def flatten_params(tree: Mapping, prefix: str = "") -> dict[str, str]:

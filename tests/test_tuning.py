@@ -22,7 +22,7 @@ import cellexp
 from cellexp.data.datamodule import open_crop_store
 from cellexp.data.dataset import CropDataset
 from cellexp.reports.data import split_digest
-from tests.conftest import ROOT, tracked_run
+from tests.conftest import ROOT, compose_cfg, tracked_run
 from tests.test_sweeps import sweep, sweep_runs
 
 pytestmark = pytest.mark.slow
@@ -119,9 +119,8 @@ def test_optuna_dashboard_installs_beside_the_sweeper_and_reads_its_study(tmp_pa
 
 @pytest.fixture(scope="module")
 def classified(tmp_path_factory, data_dir):
-    """One tracked task=classify run, sampling system metrics every second."""
-    from tests.conftest import compose_cfg
-
+    """One tracked task=classify run, sampling system metrics every second, in its own store (an earlier test's
+    mlflow.set_tracking_uri leaves MLFLOW_TRACKING_URI set, which would win over the config's)."""
     root = tmp_path_factory.mktemp("classified")
     logger = [
         f"++logger.tracking_uri=sqlite:///{root / 'mlflow.db'}",
@@ -130,7 +129,9 @@ def classified(tmp_path_factory, data_dir):
         "logger.system_metrics_interval_s=1",
     ]
     cfg = compose_cfg([*logger, "trainer.max_epochs=2"], root / "run", data_dir)
-    cellexp.run(cfg)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cellexp.run(cfg)
     return cfg
 
 

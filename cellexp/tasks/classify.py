@@ -72,13 +72,20 @@ def run(cfg: DictConfig) -> float:
             load_weights(trainer.unwrapped, best)
             if accelerator.is_main_process and cfg.logger.get("log_checkpoints", True):
                 tracker.log_artifacts(best, f"checkpoints/{BEST}")
-            if accelerator.is_main_process and cfg.task.get("mlflow_model"):
-                example = data.store.images("test")[:1]
-                tracker.log_model(best, run_dir / "config.yaml", data.class_names, example)
+            if accelerator.is_main_process and cfg.task.get("mlflow_model") and tracker.run_id is not None:
+                _log_mlflow_model(best, run_dir, data)
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
         if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
     return objective
+
+
+def _log_mlflow_model(best: Path, run_dir: Path, data: CropData) -> None:
+    """The best checkpoint as the MLflow run's `model` (cellexp.mlflow_model; imports mlflow, so only when asked)."""
+    from cellexp.mlflow_model import log_classifier
+
+    example = data.store.images("test")[:1]
+    log_classifier(best, run_dir / "config.yaml", data.class_names, example, run_dir / ".model")
 
 
 def _check_options(cfg: DictConfig) -> None:
