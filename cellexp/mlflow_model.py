@@ -28,12 +28,11 @@ BATCH_SIZE = 256
 
 class CellClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from cellexp.engine.checkpoint import read_meta
-        from cellexp.loading import load_trained, resolve_checkpoint
+        from cellexp.loading import load_trained, resolve_checkpoint, trained_classes
 
         folder = Path(context.artifacts["checkpoint"])
         source = resolve_checkpoint(str(folder), OmegaConf.create(), folder, option="the MLflow model's checkpoint")
-        self.class_names = list(read_meta(folder)["classes"])
+        self.class_names = trained_classes(source, ())
         self.model = load_trained(source, len(self.class_names))
         self.transform = self.model.input_config.transform()
 

@@ -14,6 +14,7 @@ changes three things:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,7 +50,7 @@ class OptunaSweeper(OptunaSweeperImpl):
         if self._is_grid():
             grid = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
             self.sampler = self.sampler(grid)
-            self.n_trials = min(self.n_trials, _grid_size(grid))
+            self.n_trials = min(self.n_trials, math.prod(len(choices) for choices in grid.values()))
         directions = self._get_directions()
         if len(directions) != 1:
             raise ValueError(f"cellexp's Optuna sweeper optimises one objective; hydra.sweeper.direction={directions}")
@@ -152,13 +153,6 @@ class _TrialRun:
                 self.sweeper.max_failure_rate,
             )
             _ = self.failures[-1].return_value  # re-raises the job's exception, with its traceback
-
-
-def _grid_size(grid: dict[str, list]) -> int:
-    size = 1
-    for choices in grid.values():
-        size *= len(choices)
-    return size
 
 
 def _seconds_saved(trial: optuna.trial.FrozenTrial) -> float:
