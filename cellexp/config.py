@@ -135,8 +135,16 @@ PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 
 # What a config may build (Hydra 1.4's execution whitelist), which also covers what a built callable returns:
-# cellexp's own models and schedules, torch's optimizers and modules, timm's backbones.
-BUILDABLE = ("cellexp.*", "torch.*", "timm.*")
+# cellexp's own models and schedules, torch's optimizers and modules, timm's backbones, the two MONAI networks that
+# cellexp's 3-D backbones return.
+BUILDABLE = (
+    "cellexp.*",
+    "torch.*",
+    "timm.*",
+    "monai.networks.nets.efficientnet.EfficientNet",
+    "monai.networks.nets.efficientnet.EfficientNetBN",
+    "monai.networks.nets.resnet.ResNet",
+)
 
 
 def build(node, *args, **kwargs):

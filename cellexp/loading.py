@@ -27,7 +27,7 @@ from torch import nn
 from cellexp.config import build, project_root
 from cellexp.data.transforms import InputConfig
 from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, load_model_state, read_meta
-from cellexp.errors import CheckpointError
+from cellexp.errors import CheckpointError, ConfigError
 from cellexp.models.classifier import CellClassifier
 
 RUN_CONFIG = "config.yaml"
@@ -55,8 +55,16 @@ def build_backbone(cfg: DictConfig, inputs: InputConfig | None = None, **options
 
 def check_backbone(cfg: DictConfig) -> None:
     """Build the configured backbone on the meta device (shapes only: no weights, memory or download, well under a
-    second), so that an input it cannot take, such as an image size its patches do not divide, stops a run before
-    any data is prepared."""
+    second), so that an input it cannot take, such as an image size its patches do not divide, or crops of the
+    other dimensionality (a 2-D network on 3-D crops), stops a run before any data is prepared."""
+    data_dims, model_dims = cfg.dataset.get("spatial_dims", 2), cfg.backbone.get("spatial_dims", 2)
+    if data_dims != model_dims:
+        raise ConfigError(
+            f"backbone={cfg.backbone.get('model_name')} is a {model_dims}-D network and dataset={cfg.dataset.name} has "
+            f"{data_dims}-D crops: give a {data_dims}-D backbone ("
+            + ("efficientnet3d_b0, resnet3d_18, test_efficientnet3d" if data_dims == 3 else "resnet18, efficientnet_b0")
+            + ")"
+        )
     with torch.device("meta"):
         build_backbone(cfg, pretrained=False)
 

@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from cellexp.data.bags import bag_splits, dataset_root, load_bags
+from cellexp.data.cellpainting.plate import open_plate
+from cellexp.data.cellpainting.prepare import SPLIT
 from cellexp.data.dataset import CropDataset, collate_batch
 from cellexp.data.intensity import channel_ranges
 from cellexp.data.livecell import CELL_LINES
@@ -26,6 +28,7 @@ from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError
 
 FORMATS = ("livecell", "livecell_cls")
+PLATE_FORMAT = "cellpainting3d"
 # training crops the intensity ranges of 16-bit data are measured on (a seeded sample)
 RANGE_SAMPLE = 4096
 
@@ -35,10 +38,13 @@ class CropData:
     store: CropStore
     splits: dict[str, CropDataset]
     class_names: list[str]
+    # splits drawn by well (a plate): a row per well, its treatment and split, logged with the run
+    split_table: list[dict] | None = None
 
     def masked(self) -> CropData:
         """The same data with each cell's mask in every batch (Grad-CAMO in training)."""
-        return CropData(self.store, {name: split.masked() for name, split in self.splits.items()}, self.class_names)
+        splits = {name: split.masked() for name, split in self.splits.items()}
+        return replace(self, splits=splits)
 
     def input_config(self, dataset_cfg: DictConfig, seed: int = 0) -> InputConfig:
         """What a model trained on this data takes: `dataset`'s size and normalisation; the data's channels (grey
@@ -52,7 +58,8 @@ class CropData:
                 f"are (a grey image is what is repeated); give dataset.in_chans={channels} or 1"
             )
         intensity = self._ranges(seed) if self.store.dtype == "uint16" else None
-        return replace(inputs, in_chans=max(in_chans, channels), channels=channels, intensity=intensity)
+        depth = next(iter(self.store.splits.values())).depth
+        return replace(inputs, in_chans=max(in_chans, channels), channels=channels, intensity=intensity, depth=depth)
 
     def _ranges(self, seed: int) -> tuple[tuple[float, float], ...]:
         train = self.splits["train"]
@@ -74,7 +81,9 @@ def open_crop_store(dataset_cfg: DictConfig) -> CropStore:
     elif dataset_cfg.format == "livecell_cls":
         sources = find_livecell_cls_sources(root)
     else:
-        raise ConfigError(f"dataset.format={dataset_cfg.format!r} is not supported; use one of {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"dataset.format={dataset_cfg.format!r} is not supported; use one of {', '.join((*FORMATS, PLATE_FORMAT))}"
+        )
     settings = CropSettings(
         crop_size=dataset_cfg.crop_size,
         min_area=dataset_cfg.get("min_area", 0.0),
@@ -98,6 +107,13 @@ def _context_margin(dataset_cfg: DictConfig) -> float:
 
 
 def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
+    if dataset_cfg.format == PLATE_FORMAT:
+        return load_plate_data(dataset_cfg, seed)
+    if dataset_cfg.get("split_by", "source") != "source":
+        raise ConfigError(
+            f"dataset.split_by={dataset_cfg.split_by}: dataset={dataset_cfg.name} keeps its own splits (split_by=source); "
+            f"splits by well are drawn for plates (dataset={PLATE_FORMAT})"
+        )
     store = open_crop_store(dataset_cfg)
     names = _chosen_lines(dataset_cfg.get("cell_lines"))
     classes = [store.class_names.index(name) for name in names] if names else None
@@ -106,6 +122,15 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
         split: CropDataset(store, split, limit=limit, seed=seed, classes=classes) for split in ("train", "val", "test")
     }
     return CropData(store, splits, names or list(store.class_names))
+
+
+def load_plate_data(dataset_cfg: DictConfig, seed: int) -> CropData:
+    """A 3-D Cell Painting plate's cells, split by well: one store split (`cells`), three row sets."""
+    plate = open_plate(dataset_cfg)
+    store = CropStore({SPLIT: plate.store}, plate.class_names)
+    limit = dataset_cfg.get("limit")
+    splits = {split: CropDataset(store, SPLIT, limit=limit, seed=seed, rows=rows) for split, rows in plate.rows.items()}
+    return CropData(store, splits, plate.class_names, plate.split_table)
 
 
 def load_patch_data(

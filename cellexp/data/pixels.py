@@ -56,6 +56,8 @@ def describe(pixels: np.ndarray) -> str:
     return pixel_kind(len(pixels), pixels.dtype)
 
 
-def pixel_kind(channels: int, dtype) -> str:
-    """'2 channels of uint16', '1 channel of uint8': how errors name images, crops and what a model takes."""
-    return f"{channels} channel{'s' if channels != 1 else ''} of {np.dtype(dtype)}"
+def pixel_kind(channels: int, dtype, depth: int | None = None) -> str:
+    """'2 channels of uint16', '1 channel of uint8', '5 channels of uint16 in 3-D (16 planes)': how errors name
+    images, crops and what a model takes."""
+    kind = f"{channels} channel{'s' if channels != 1 else ''} of {np.dtype(dtype)}"
+    return kind if depth is None else f"{kind} in 3-D ({depth} planes)"

@@ -71,7 +71,7 @@ class SplitSource:
     image_dir: Path
 
     def identity(self) -> dict:
-        return {"annotations": _file_identity(self.annotation_file), "images": str(self.image_dir.resolve())}
+        return {"annotations": file_identity(self.annotation_file), "images": str(self.image_dir.resolve())}
 
     def items(self) -> tuple[list, list[dict]]:
         """One item per image, (file name, path, annotations), and the entries skipped as unusable (named)."""
@@ -112,7 +112,7 @@ def split_key(split: str, source: Source, settings: CropSettings) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_identity(path: Path) -> list:
+def file_identity(path: Path) -> list:
     stat = path.stat()
     return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
@@ -157,7 +157,7 @@ def _build_split(split: str, source: Source, settings: CropSettings, out: Path, 
     jobs = [(out, shard, shards[shard], settings, split, form) for shard in todo]
     bar = progress(total=sum(len(shards[s]) for s in todo), desc=f"preparing {split} crops", unit="img")
     crops = 0
-    for images, made in _run(jobs, workers):
+    for images, made in run_shards(jobs, workers):
         crops += made
         bar.update(images)
         bar.set_postfix(crops=crops)
@@ -174,7 +174,7 @@ def _build_split(split: str, source: Source, settings: CropSettings, out: Path, 
     )
 
 
-def _run(jobs: list, workers: int | None, work=None) -> Iterator[tuple[int, int]]:
+def run_shards(jobs: list, workers: int | None, work=None) -> Iterator[tuple[int, int]]:
     """Shards in worker processes (spawned: no inherited threads or locks), or inline for one worker or shard.
 
     A worker that dies (killed, out of memory, a crash in a C library) is an error naming the shards it may have

@@ -55,11 +55,19 @@ def shard_file(folder: Path, kind: str, shard: int, suffix: str = "npy") -> Path
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
-    """(n, S, S) 0/1 masks to (n, ceil(S*S/8)) bytes: an eighth of the disk, unpacked per read."""
-    return np.packbits(masks.reshape(len(masks), masks.shape[1] * masks.shape[2]).astype(bool), axis=1)
+    """(n, S, S) or (n, D, S, S) 0/1 masks to (n, ceil(voxels/8)) bytes: an eighth of the disk, unpacked per read."""
+    return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
 
 
-def write_shard(folder: Path, shard: int, crops: np.ndarray, masks: np.ndarray, rows: list[dict], stats: dict) -> None:
+def write_shard(
+    folder: Path,
+    shard: int,
+    crops: np.ndarray,
+    masks: np.ndarray,
+    rows: list[dict],
+    stats: dict,
+    fields: tuple[str, ...] = MANIFEST_FIELDS,
+) -> None:
     """Write one shard's files, each to a temporary name first; the stats file, written last, marks it done."""
     (folder / "shards").mkdir(parents=True, exist_ok=True)
     for kind, array in (("images", crops), ("masks", pack_masks(masks))):
@@ -69,7 +77,7 @@ def write_shard(folder: Path, shard: int, crops: np.ndarray, masks: np.ndarray, 
         path.with_suffix(".tmp").replace(path)
     rows_path = shard_file(folder, "rows", shard, "csv")
     with open(rows_path.with_suffix(".tmp"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     rows_path.with_suffix(".tmp").replace(rows_path)
@@ -82,14 +90,14 @@ def shard_done(folder: Path, shard: int) -> bool:
     return shard_file(folder, "stats", shard, "json").is_file()
 
 
-def finish_split(folder: Path, num_shards: int, summary: dict) -> dict:
+def finish_split(folder: Path, num_shards: int, summary: dict, fields: tuple[str, ...] = MANIFEST_FIELDS) -> dict:
     """Join the shards' rows, labels and counts into the split's manifest and summary (`build_once` then marks the
     folder complete)."""
     listed = {"failed_images": [], "invalid_cells": list(summary.get("invalid_cells", []))}
     sizes, labels, per_class = [], [], Counter()
     dropped = Counter(cell["reason"] for cell in listed["invalid_cells"])
     with open(folder / "manifest.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(out, fieldnames=fields)
         writer.writeheader()
         for shard in range(num_shards):
             with open(shard_file(folder, "rows", shard, "csv"), newline="") as f:
@@ -125,7 +133,7 @@ class ShardedArray:
         files: list[Path],
         sizes: np.ndarray,
         row_shape: tuple[int, ...],
-        unpack_to: int | None = None,
+        unpack_to: tuple[int, ...] | None = None,
         dtype: str = "uint8",
     ):
         self.files, self.sizes, self.unpack_to = files, sizes, unpack_to
@@ -161,8 +169,7 @@ class ShardedArray:
             out[chosen] = self._shard(int(shard))[offsets[chosen]]
         if self.unpack_to is None:
             return out
-        size = self.unpack_to
-        return np.unpackbits(out, axis=1, count=size * size).reshape(len(indices), size, size)
+        return np.unpackbits(out, axis=1, count=int(np.prod(self.unpack_to))).reshape(len(indices), *self.unpack_to)
 
     def _shard(self, shard: int) -> np.ndarray:
         if shard not in self._maps:
@@ -199,18 +206,31 @@ class SplitStore:
     def dtype(self) -> str:
         return str(self.summary.get("dtype", "uint8"))
 
+    @property
+    def depth(self) -> int | None:
+        """Planes of a 3-D crop store's (C, D, S, S) crops; None for 2-D crops."""
+        return self.summary["settings"].get("depth")
+
+    @property
+    def kind(self) -> str:
+        return pixel_kind(self.channels, self.dtype, self.depth)
+
     @cached_property
     def images(self) -> ShardedArray:
         size = self.summary["settings"]["crop_size"]
         files = [shard_file(self.path, "images", s) for s in range(len(self.sizes))]
-        rows = (size, size) if self.channels == 1 else (self.channels, size, size)
+        if self.depth is not None:
+            rows = (self.channels, self.depth, size, size)  # 3-D crops keep their channel axis
+        else:
+            rows = (size, size) if self.channels == 1 else (self.channels, size, size)
         return ShardedArray(files, self.sizes, rows, dtype=self.dtype)
 
     @cached_property
     def masks(self) -> ShardedArray:
         size = self.summary["settings"]["crop_size"]
         files = [shard_file(self.path, "masks", s) for s in range(len(self.sizes))]
-        return ShardedArray(files, self.sizes, (size, size), unpack_to=size)
+        shape = (size, size) if self.depth is None else (self.depth, size, size)
+        return ShardedArray(files, self.sizes, shape, unpack_to=shape)
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -239,7 +259,7 @@ class CropStore:
 
     @property
     def kind(self) -> str:
-        return pixel_kind(self.channels, self.dtype)
+        return next(iter(self.splits.values())).kind
 
     def images(self, split: str) -> ShardedArray:
         return self._split(split).images

@@ -28,6 +28,8 @@ class InputConfig:
     channels: int = 1  # of the stored crops (the data's)
     # per channel, the stored values scaled to 0 and 1 (16-bit data: the training split's percentiles); None: / 255
     intensity: tuple[tuple[float, float], ...] | None = None
+    # planes of 3-D crops (C, depth, S, S) as the model takes them; None: 2-D crops
+    depth: int | None = None
 
     @classmethod
     def from_dataset(cls, dataset_cfg: DictConfig) -> InputConfig:
@@ -51,12 +53,19 @@ class InputConfig:
     @property
     def kind(self) -> str:
         """'2 channels of uint16': the crops it takes, as error messages name them."""
-        return pixel_kind(self.channels, "uint16" if self.intensity else "uint8")
+        return pixel_kind(self.channels, "uint16" if self.intensity else "uint8", self.depth)
 
     def transform(self, augment: bool = False, **strengths) -> BatchTransform:
         """The batch transform that makes this input (augmented when `augment`)."""
         return BatchTransform(
-            self.image_size, self.mean, self.std, self.in_chans, augment=augment, intensity=self.intensity, **strengths
+            self.image_size,
+            self.mean,
+            self.std,
+            self.in_chans,
+            augment=augment,
+            intensity=self.intensity,
+            depth=self.depth,
+            **strengths,
         )
 
 
@@ -70,6 +79,9 @@ class BatchTransform(nn.Module):
     background stays black) for a share `jitter_prob` of the samples. `flip_prob` replaces the
     flips and turns by a vertical and a horizontal flip, each with that chance and no turn (CLANet's
     DINO recipe: 0.3); it takes no affine.
+    3-D crops (B, C, D, S, S) get the same in the xy plane (every plane alike: the affine is a rotation about z, the
+    turns and flips are of y and x); z is never flipped, since a cell's apical and basal sides differ, and `depth`
+    planes are what the model takes (resampled in z only where the crops have another depth).
     Everything runs on whole batches on the device, drawn from torch's RNG (seeded per epoch), so
     the loader only moves bytes and results do not depend on the number of loader workers.
     """
@@ -89,11 +101,12 @@ class BatchTransform(nn.Module):
         jitter_prob: float = 1.0,
         flip_prob: float | None = None,
         intensity: tuple[tuple[float, float], ...] | None = None,
+        depth: int | None = None,
     ):
         super().__init__()
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
-        self.in_chans = in_chans
-        self.intensity = None if intensity is None else torch.tensor(intensity, dtype=torch.float32).view(-1, 2, 1, 1)
+        self.in_chans, self.depth = in_chans, depth
+        self.intensity = None if intensity is None else torch.tensor(intensity, dtype=torch.float32)
         self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
         self.brightness, self.contrast, self.jitter_prob = brightness, contrast, jitter_prob
         self.flip_prob = flip_prob
@@ -101,8 +114,12 @@ class BatchTransform(nn.Module):
             raise ValueError("flip_prob (independent flips, no turns) takes no random affine")
 
     def forward(self, crops: torch.Tensor, masks: torch.Tensor | None = None):
-        """crops (B, C, S, S) uint8 or uint16 -> model input; with masks (B, 1, S, S) 0/1, also the masks moved by
-        the same flips, turns and affine (bool, at image_size), so that a cell's mask stays on the cell."""
+        """crops (B, C, S, S) (or (B, C, D, S, S)) uint8 or uint16 -> model input; with masks (B, 1, S, S) (or
+        (B, 1, D, S, S)) 0/1, also the masks moved by the same flips, turns and affine (bool, at image_size), so that
+        a cell's mask stays on the cell."""
+        if (crops.ndim == 5) != (self.depth is not None):
+            expected = "(B, C, S, S)" if self.depth is None else "(B, C, D, S, S)"
+            raise ValueError(f"crops of shape {tuple(crops.shape)}; the model takes {expected} crops")
         x = crops.float().div_(255.0) if self.intensity is None else self._scaled(crops)
         if masks is not None:
             x = torch.cat([x, masks.to(x.dtype)], dim=1)
@@ -110,10 +127,8 @@ class BatchTransform(nn.Module):
         if augment and (self.degrees or self.translate or self.scale != (1.0, 1.0)):
             x = self._random_affine(x)  # flips and turns included in the same resampling
         else:
-            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-                x = F.interpolate(
-                    x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
-                )
+            if tuple(x.shape[2:]) != self._size:
+                x = _resized(x, self._size)
             if augment:
                 x = _random_dihedral(x) if self.flip_prob is None else _random_flips(x, self.flip_prob)
         if masks is not None:
@@ -123,15 +138,21 @@ class BatchTransform(nn.Module):
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise ValueError(f"crops have {x.shape[1]} channels; the model takes {self.in_chans}")
-            x = x.expand(-1, self.in_chans, -1, -1)  # a grey crop repeated, as to_rgb does
+            x = x.expand(-1, self.in_chans, *x.shape[2:])  # a grey crop repeated, as to_rgb does
         x = (x - self.mean) / self.std
         return x if masks is None else (x, masks)
+
+    @property
+    def _size(self) -> tuple[int, ...]:
+        """The model's spatial input size: (S, S), or (D, S, S) for 3-D crops."""
+        plane = (self.image_size, self.image_size)
+        return plane if self.depth is None else (self.depth, *plane)
 
     def _scaled(self, crops: torch.Tensor) -> torch.Tensor:
         """Each channel's intensity range onto [0, 1], clipped (the percentile stretch of `intensity.py`)."""
         if crops.shape[1] != len(self.intensity):
             raise ValueError(f"crops have {crops.shape[1]} channels, intensity ranges {len(self.intensity)}")
-        ranges = self.intensity.to(crops.device)
+        ranges = self.intensity.to(crops.device).view(-1, 2, *[1] * (crops.ndim - 2))
         low, high = ranges[:, 0], ranges[:, 1]
         return ((crops.float() - low) / (high - low)).clamp_(0.0, 1.0)
 
@@ -144,10 +165,17 @@ class BatchTransform(nn.Module):
         mirror = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
         shift = _uniform(2 * n, -2 * self.translate, 2 * self.translate, device).view(n, 2)  # in [-1, 1] units
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack(
-            [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
-        )
-        grid = F.affine_grid(theta, [n, x.shape[1], self.image_size, self.image_size], align_corners=False)
+        if x.ndim == 5:  # a rotation about z: x and y move, every plane alike
+            zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+            rows = [
+                [cos * mirror, -sin, zero, shift[:, 0]],
+                [sin * mirror, cos, zero, shift[:, 1]],
+                [zero, zero, one, zero],
+            ]
+        else:
+            rows = [[cos * mirror, -sin, shift[:, 0]], [sin * mirror, cos, shift[:, 1]]]
+        theta = torch.stack([torch.stack(row, 1) for row in rows], 1)
+        grid = F.affine_grid(theta, [n, x.shape[1], *self._size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,13 +183,13 @@ class BatchTransform(nn.Module):
 
         ((x - m) * c + m) * g is x * (c g) + m (1 - c) g: one multiply-add per pixel.
         """
-        n, device = x.shape[0], x.device
+        n, device, dims, each = x.shape[0], x.device, tuple(range(1, x.ndim)), (-1, *[1] * (x.ndim - 1))
         cell = x > 0
-        mean = x.sum((1, 2, 3), keepdim=True) / cell.sum((1, 2, 3), keepdim=True).clamp(min=1)
-        contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(n, 1, 1, 1)
-        gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(n, 1, 1, 1)
+        mean = x.sum(dims, keepdim=True) / cell.sum(dims, keepdim=True).clamp(min=1)
+        contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(each)
+        gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(each)
         if self.jitter_prob < 1.0:
-            spared = (torch.rand(n, device=device) >= self.jitter_prob).view(n, 1, 1, 1)
+            spared = (torch.rand(n, device=device) >= self.jitter_prob).view(each)
             contrast, gain = contrast.masked_fill(spared, 1.0), gain.masked_fill(spared, 1.0)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
 
@@ -174,6 +202,13 @@ def augmentation(dataset_cfg: DictConfig) -> dict:
     return strengths
 
 
+def _resized(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Images resized (antialiased bilinear), or 3-D crops (trilinear, which takes no antialiasing)."""
+    if x.ndim == 5:
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     return torch.rand(n, device=device) * (high - low) + low
 
@@ -181,7 +216,7 @@ def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Ten
 def _random_flips(x: torch.Tensor, prob: float) -> torch.Tensor:
     """A vertical, then a horizontal flip, each of a sample with chance `prob` (torchvision's RandomVerticalFlip
     and RandomHorizontalFlip in a row)."""
-    flip_rows, flip_cols = (torch.rand(2, x.shape[0], 1, 1, 1, device=x.device) < prob).unbind(0)
+    flip_rows, flip_cols = (torch.rand(2, x.shape[0], *[1] * (x.ndim - 1), device=x.device) < prob).unbind(0)
     x = torch.where(flip_rows, x.flip(-2), x)
     return torch.where(flip_cols, x.flip(-1), x)
 
@@ -189,8 +224,7 @@ def _random_flips(x: torch.Tensor, prob: float) -> torch.Tensor:
 def _random_dihedral(x: torch.Tensor) -> torch.Tensor:
     """Each (square) sample gets one of the 8 flips/rotations: a random transpose, then random flips of
     either axis, each a whole-batch select."""
-    n = x.shape[0]
-    transpose, flip_rows, flip_cols = (torch.rand(3, n, 1, 1, 1, device=x.device) < 0.5).unbind(0)
+    transpose, flip_rows, flip_cols = (torch.rand(3, x.shape[0], *[1] * (x.ndim - 1), device=x.device) < 0.5).unbind(0)
     x = torch.where(transpose, x.transpose(-2, -1), x)
     x = torch.where(flip_rows, x.flip(-2), x)
     return torch.where(flip_cols, x.flip(-1), x)

@@ -198,7 +198,9 @@ class Trainer:
         return self.acc.autocast()
 
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.settings.channels_last else x
+        if not self.settings.channels_last:
+            return x
+        return x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
 
     @property
     def unwrapped(self) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -62,14 +63,17 @@ def plot_store_summary(store: CropStore, path: Path, split: str = "train") -> Pa
 
 def _montage(store: CropStore, split: str) -> np.ndarray:
     """One RGB image: a row per class of its first crops (their first channel, 16-bit ones stretched to 8 bits for
-    the eye), the mask's boundary drawn over them."""
+    the eye; 3-D ones as their maximum along z), the mask's boundary drawn over them."""
     size = store.images(split).shape[-1]
     labels = store.labels(split)
     out = np.zeros((len(store.class_names) * size, EXAMPLES_PER_CLASS * size, 3), dtype=np.uint8)
     for row in range(len(store.class_names)):
         chosen = np.flatnonzero(labels == row)[:EXAMPLES_PER_CLASS]
-        crops = to_uint8(channel_batch(store.images(split)[chosen])[:, 0])
+        crops = channel_batch(store.images(split)[chosen])[:, 0]
         masks = store.masks(split)[chosen].astype(bool)
+        if crops.ndim == 4:  # 3-D crops: their projections along z
+            crops, masks = crops.max(axis=1), masks.any(axis=1)
+        crops = to_uint8(crops)
         for col, (crop, mask) in enumerate(zip(crops, masks, strict=True)):
             tile = np.repeat(crop[:, :, None], 3, axis=2)
             tile[mask & ~_eroded(mask)] = OUTLINE
@@ -104,5 +108,17 @@ def log_data_summary(tracker, data, run_dir: Path, dataset_name: str) -> None:
     tracker.log_artifact(data.store.write_summary(run_dir / "data" / "summary.json"), "data")
     shown = next(iter(data.store.splits))  # train, or a patch store's one split
     tracker.log_artifact(shutil.copy(store_summary_figure(data.store, shown), run_dir / "data" / "summary.png"), "data")
+    if data.split_table is not None:
+        tracker.log_artifact(write_split_table(data.split_table, run_dir / "data" / "splits.csv"), "data")
     for failure in summary["failed_images"]:
         log.warning("image skipped during preparation: %s (%s)", failure["image"], failure["reason"])
+
+
+def write_split_table(rows: list[dict], path: Path) -> Path:
+    """The wells of a plate and the split each is in (every well in one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["plate", "well", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -84,7 +84,8 @@ def _log_mlflow_model(best: Path, run_dir: Path, data: CropData) -> None:
     """The best checkpoint as the MLflow run's `model` (cellexp.mlflow_model; imports mlflow, so only when asked)."""
     from cellexp.mlflow_model import log_classifier
 
-    example = data.store.images("test")[:1]
+    test = data.splits["test"]
+    example = data.store.images(test.split)[test.indices[:1]]
     log_classifier(best, run_dir / "config.yaml", data.class_names, example, run_dir / ".model")
 
 
@@ -136,7 +137,7 @@ def _camo(cfg: DictConfig, model: CellClassifier) -> GradCamo | None:
 def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path) -> ClassifierTrainer:
     model = sync_batchnorm(model, accelerator, cfg.trainer, default=False)
     if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last_3d if model.input_config.depth else torch.channels_last)
     optimizer = build(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     inputs = model.input_config  # a trained model sees crops as it was trained on them; augmentation is this run's
     return ClassifierTrainer(
@@ -194,7 +195,7 @@ def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, 
         title = f"test balanced accuracy {metrics['test/balanced_accuracy']:.3f}"
         for path in write_confusion_matrix(cm, data.class_names, folder, title):
             tracker.log_artifact(path, "test")
-        manifest = data.store.manifest("test")
+        manifest = data.store.manifest(dataset.split)
         ids = [
             {"index": i, "image_file": manifest[i]["image_file"], "annotation_id": manifest[i]["annotation_id"]}
             for i in dataset.indices
