@@ -15,7 +15,7 @@ from cellexp.data.transforms import augmentation
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
-from cellexp.engine.metrics import classification_metrics, confusion_matrix
+from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
 from cellexp.loading import (
@@ -185,6 +185,9 @@ def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, 
             f"{len(logits)} cells: no test metrics are reported from them"
         )
     metrics = {f"test/{k}": v for k, v in classification_metrics(logits, targets, data.class_names).items()}
+    if cfg.task.get("batch_metrics"):
+        batched = batch_averaged_metrics(logits, targets, len(data.class_names), int(cfg.task.batch_metrics))
+        metrics.update({f"test/{k}": v for k, v in batched.items()})
     if trainer.camo is not None:
         metrics.update({f"test/{k}": v for k, v in trainer.camo.summary(shares).items()})
     if trainer.acc.is_main_process:
