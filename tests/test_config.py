@@ -136,6 +136,9 @@ def test_mlp_control_presets_are_the_published_mlps(make_cfg):
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [2048] * 6 + [8]
     assert sum(isinstance(m, torch.nn.Tanh) for m in model.head) == 5
+    # and, as published, only the backbone is optimised (head.trained=true trains the MLP too: ours)
+    assert not any(p.requires_grad for p in model.head.parameters())
+    assert all(p.requires_grad for p in model.backbone.parameters())
 
 
 @needs_reference

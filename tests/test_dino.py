@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import cellexp
 from cellexp.data.datamodule import load_patch_data
+from cellexp.engine.checkpoint import BEST, read_meta
 from cellexp.engine.dino import LastEpoch
 from cellexp.engine.trainer import Selection
 from cellexp.models.backbones import timm_backbone
 from cellexp.models.dino import Dino, DinoHead
 from cellexp.tasks.ssl import probe_bank
-from tests.test_ssl import TIMELAPSE
+from tests.conftest import tracked_run
+from tests.test_ssl import DINO, TIMELAPSE, _client
 
 
 def test_the_teacher_has_no_stochastic_depth_or_dropout_in_training_mode():
@@ -53,3 +58,15 @@ def test_task_keep_last_keeps_the_last_epochs_teacher_whatever_the_probe_says(se
         if selection.improves(accuracy, best):
             best, best_epoch = accuracy, epoch
     assert best_epoch == kept
+
+
+@pytest.mark.slow
+def test_a_transductive_run_keeps_its_last_teacher(make_cfg, data_dir):
+    """clanet_published_dino's choices on the test time-lapse: pretrained on every sequence, the last teacher kept."""
+    data = [*TIMELAPSE, f"dataset.root={data_dir / 'timelapse'}", "task.timelapse.transductive=true"]
+    cfg = make_cfg([*DINO, *data, "trainer.max_epochs=2", "task.keep=last"], run_name="last", tiny=False)
+    objective = cellexp.run(cfg)
+    run_id = tracked_run(cfg).info.run_id
+    history = {m.step: m.value for m in _client(cfg).get_metric_history(run_id, "val/knn_accuracy")}
+    assert sorted(history) == [0, 1, 2] and objective == history[2]
+    assert read_meta(Path(cfg.paths.output_dir) / "checkpoints" / BEST)["epoch"] == 2
