@@ -13,6 +13,7 @@ from cellexp.data.datamodule import load_patch_data
 from cellexp.engine.checkpoint import BEST, read_meta
 from cellexp.engine.dino import LastEpoch
 from cellexp.engine.trainer import Selection
+from cellexp.errors import ConfigError
 from cellexp.models.backbones import timm_backbone
 from cellexp.models.dino import Dino, DinoHead
 from cellexp.tasks.ssl import probe_bank
@@ -70,3 +71,8 @@ def test_a_transductive_run_keeps_its_last_teacher(make_cfg, data_dir):
     history = {m.step: m.value for m in _client(cfg).get_metric_history(run_id, "val/knn_accuracy")}
     assert sorted(history) == [0, 1, 2] and objective == history[2]
     assert read_meta(Path(cfg.paths.output_dir) / "checkpoints" / BEST)["epoch"] == 2
+
+
+def test_task_keep_names_what_it_takes(make_cfg):
+    with pytest.raises(ConfigError, match="task.keep=first must be best .* or last"):
+        cellexp.run(make_cfg(["task=ssl", "task.keep=first", "logger=none"]))

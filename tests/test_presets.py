@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 from tests.conftest import CONF, ROOT
 
 # Published values, as written in the file: field -> (value, line); a line in another file names that file.
+# (kept as a table, one file's values together)
+# fmt: off
 PUBLISHED: dict[str, dict[str, tuple]] = {
     "custom_vit_b16_livecell.yaml": {
         "seed": (42, 2), "precision": ("16-mixed", 8), "max_epochs": (80, 81), "min_epochs": (None, 82),
@@ -301,6 +303,7 @@ PUBLISHED: dict[str, dict[str, tuple]] = {
         "selected": ("test/loss", "train_TSS_MIL.py:152-159"),
     },
 }
+# fmt: on
 
 # The published words, as this project's config says them.
 TRANSLATE = {
