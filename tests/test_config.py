@@ -169,6 +169,11 @@ def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, 
             "trainer.max_epochs=5 does not apply: task=xai trains nothing",
         ),
         (["head=dino"], "task=classify trains a classification head, not head=dino"),
+        (["task.batch_metrics=0"], "task.batch_metrics must be null or a batch size of at least 1, got 0"),
+        (
+            ["head=mlp_published", "backbone.freeze=true"],
+            "backbone.freeze=true with head.trained=false leaves task=classify nothing to train",
+        ),
     ],
 )
 def test_a_setting_a_task_cannot_honour_is_refused_by_name(make_cfg, overrides, message):

@@ -95,6 +95,11 @@ def _check_options(cfg: DictConfig) -> None:
             "both name starting weights: give one"
         )
     refuse_head(cfg, "task=classify trains a classification head", OTHER_TASKS_HEADS)
+    if cfg.task.fit and cfg.backbone.get("freeze") and cfg.head.get("trained") is False:
+        raise ConfigError("backbone.freeze=true with head.trained=false leaves task=classify nothing to train")
+    batch = cfg.task.get("batch_metrics")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"task.batch_metrics must be null or a batch size of at least 1, got {batch!r}")
     camo = cfg.task.get("camo") or {}
     weight = camo.get("weight", 0.0)
     if not isinstance(weight, (int, float)) or weight < 0:
