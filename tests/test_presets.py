@@ -436,9 +436,9 @@ def _readme_sections() -> str:
 def test_every_preset_naming_a_published_model_is_tabulated():
     paper = {f"paper/{p.stem}" for p in (CONF / "experiment" / "paper").glob("*.yaml")}
     named = paper - {"paper/protocol", "paper/protocol_transformer"}
-    named |= {f"{p.stem}" for p in (CONF / "experiment").glob("clanet_published*.yaml")}
+    named |= {p.stem for p in (CONF / "experiment").glob("clanet_published*.yaml")}
     assert named == set(PRESETS) | set(ANALOGY) and not set(PRESETS) & set(ANALOGY)
-    assert {file for file in PRESETS.values()} == set(PUBLISHED)  # every published file is some preset's
+    assert set(PRESETS.values()) == set(PUBLISHED)  # every published file is some preset's
 
 
 @pytest.mark.parametrize("preset", sorted({*PRESETS, *ANALOGY}))
