@@ -27,7 +27,7 @@ def _run_and_client(cfg):
 
 
 def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path):
-    cfg = make_cfg(["trainer.max_epochs=4"])
+    cfg = make_cfg(["trainer.max_epochs=4", "task.batch_metrics=16"])
     objective, client, runs = _run_and_client(cfg)
     assert len(runs) == 1
     run = runs[0]
@@ -49,6 +49,9 @@ def test_trains_above_chance_and_records_everything_in_mlflow(make_cfg, tmp_path
     ):
         assert key in metrics, key
     assert metrics["model/total_params"] == metrics["model/backbone_params"] + metrics["model/head_params"]
+    # the published figures beside ours: accuracy averaged over batches of 16 by size is the whole split's
+    assert metrics["test/batched/accuracy"] == pytest.approx(metrics["test/accuracy"])
+    assert 0 <= metrics["test/batched/weighted_f1"] <= 1 and 0 <= metrics["test/batched/weighted_auroc"] <= 1
     # the default head is the connectome: its graph's statistics and picture travel with the run
     assert (metrics["head/nodes"], metrics["head/edges"]) == (279, 3225)
     assert metrics["head/reached_motors"] > 0
@@ -120,7 +123,8 @@ def test_efficientnetv2_m_runs_a_step_on_cpu(make_cfg):
     assert 0.0 <= cellexp.run(cfg) <= 1.0
 
 
-SMALL = {"elegans_published": ["head.dim=64"], "mlp_published": ["head.dims=[256,256]"]}
+# head=mlp_published is the published control, whose MLP never trains: here its trained variant (ours)
+SMALL = {"elegans_published": ["head.dim=64"], "mlp_published": ["head.dims=[256,256]", "head.trained=true"]}
 
 
 @pytest.mark.parametrize("head", ["elegans", "ba", "er", "ws", "mlp", "linear", "elegans_published", "mlp_published"])

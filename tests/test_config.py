@@ -136,6 +136,9 @@ def test_mlp_control_presets_are_the_published_mlps(make_cfg):
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [2048] * 6 + [8]
     assert sum(isinstance(m, torch.nn.Tanh) for m in model.head) == 5
+    # and, as published, only the backbone is optimised (head.trained=true trains the MLP too: ours)
+    assert not any(p.requires_grad for p in model.head.parameters())
+    assert all(p.requires_grad for p in model.backbone.parameters())
 
 
 @needs_reference
@@ -166,6 +169,11 @@ def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, 
             "trainer.max_epochs=5 does not apply: task=xai trains nothing",
         ),
         (["head=dino"], "task=classify trains a classification head, not head=dino"),
+        (["task.batch_metrics=0"], "task.batch_metrics must be null or a batch size of at least 1, got 0"),
+        (
+            ["head=mlp_published", "backbone.freeze=true"],
+            "backbone.freeze=true with head.trained=false leaves task=classify nothing to train",
+        ),
     ],
 )
 def test_a_setting_a_task_cannot_honour_is_refused_by_name(make_cfg, overrides, message):

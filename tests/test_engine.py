@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager, load_model_state, load_training_state
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
-from cellexp.engine.metrics import classification_metrics, confusion_matrix
+from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
 from cellexp.engine.trainer import EarlyStopping, Selection
 from cellexp.errors import ConfigError
 
@@ -61,6 +61,23 @@ def test_metrics_over_a_whole_split_match_a_hand_count():
     assert metrics["balanced_accuracy"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
     assert metrics["recall/a"] == pytest.approx(3 / 4) and metrics["recall/c"] == pytest.approx(1 / 2)
     assert confusion_matrix(logits, targets, 3).tolist() == [[3, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_batch_averaged_metrics_weigh_each_batch_by_its_size_as_the_published_figures_do():
+    from sklearn.metrics import f1_score
+
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 3, (10,), generator=generator)
+    logits = torch.randn(10, 3, generator=generator) + torch.nn.functional.one_hot(targets, 3)
+    y, p = targets.numpy(), logits.argmax(1).numpy()
+    batches = [slice(0, 4), slice(4, 8), slice(8, 10)]  # batch 4: the last one holds 2
+    expected = sum(f1_score(y[b], p[b], average="weighted") * len(y[b]) for b in batches) / 10
+    metrics = batch_averaged_metrics(logits, targets, 3, batch=4)
+    assert metrics["batched/weighted_f1"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["batched/weighted_f1"] != pytest.approx(f1_score(y, p, average="weighted"), abs=1e-3)
+    assert metrics["batched/accuracy"] == pytest.approx((y == p).mean())  # accuracy alone averages to the split's
+    names = ("accuracy", "weighted_f1", "weighted_auroc", "weighted_precision", "weighted_recall")
+    assert set(metrics) == {f"batched/{name}" for name in names}
 
 
 def test_auroc_and_balanced_accuracy_are_over_the_classes_present_as_scikit_learn_has_them():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cellexp.errors import ConfigError
-from cellexp.models.heads import LinearHead, MLPHead, mlp_param_count
+from cellexp.models.heads import LinearHead, MLPHead, PublishedMLPHead, mlp_param_count
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -44,3 +44,14 @@ def test_mlp_needs_exactly_one_size():
         MLPHead(16, 8, width=8, param_budget=1000)
     with pytest.raises(ConfigError, match="exactly one"):
         MLPHead(16, 8)
+
+
+def test_the_published_mlp_control_passes_gradients_on_but_takes_none_itself():
+    """As published (backbone_lit_wrapper.py L214: the optimizer gets the backbone's parameters only)."""
+    torch.manual_seed(0)
+    head = PublishedMLPHead(8, 3, dims=[16, 16], trained=False)
+    x = torch.randn(4, 8, requires_grad=True)
+    head(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the backbone below still learns through it
+    assert all(p.grad is None and not p.requires_grad for p in head.parameters())
+    assert all(p.requires_grad for p in PublishedMLPHead(8, 3, dims=[16], trained=True).parameters())

@@ -6,12 +6,14 @@ import csv
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -24,6 +26,7 @@ from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError
 from cellexp.mil.embeddings import embed_store, patch_embeddings
+from cellexp.mil.training import train_loader
 from cellexp.mil.tss import segment_sample
 from cellexp.models.mil import GatedAttentionMIL, pad_bags
 from tests.conftest import tracked_run
@@ -159,6 +162,18 @@ def test_segment_sampling_keeps_order_and_at_least_one_frame(seed):
     if len(hours) > 1:  # every window keeps a frame: no gap longer than two windows
         width = 4.0 * np.mean(np.diff(hours))
         assert np.diff(hours[indices]).max(initial=0) < 2 * width + 1e-9
+
+
+@pytest.mark.parametrize(("drop_last", "steps"), [(True, [2, 2]), (False, [2, 2, 1])])
+def test_the_tss_loader_keeps_the_last_incomplete_step_only_when_asked(drop_last, steps):
+    """task.drop_last=false, as CLANet's loader (train_TSS_MIL.py L88): 5 bags in steps of 2 make 3 steps."""
+    bags = [
+        SimpleNamespace(sequence=SimpleNamespace(key=i), hours=np.arange(3.0), frames=[np.array([i])] * 3)
+        for i in range(5)
+    ]
+    tss = OmegaConf.create({"method": "ours", "samples_per_sequence": 1, "window": [2.0, 4.0], "keep": 0.5})
+    loader = train_loader(bags, torch.randn(5, 4), {i: i % 2 for i in range(5)}, tss, 2, seed=0, drop_last=drop_last)
+    assert [len(batch[2]) for batch in loader] == steps
 
 
 def test_patch_selection_finds_cells_and_drops_overlaps():

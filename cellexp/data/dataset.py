@@ -63,6 +63,15 @@ class CropDataset(Dataset):
             self._masks = self.store.masks(self.split)
         return crops, labels, torch.from_numpy(np.ascontiguousarray(self._masks[rows])).unsqueeze(1)
 
+    def excluding(self, others: list[CropDataset]) -> CropDataset:
+        """These cells less those that `others` of the same store split hold (a transductive train split less
+        the evaluated cells)."""
+        held = [other.indices for other in others if other.store is self.store and other.split == self.split]
+        keep = ~np.isin(self.indices, np.concatenate([np.zeros(0, np.int64), *held]))
+        out = copy.copy(self)
+        out.indices, out.labels, out._images, out._masks = self.indices[keep], self.labels[keep], None, None
+        return out
+
     def masked(self) -> CropDataset:
         """The same cells, with their masks in every batch."""
         out = copy.copy(self)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
-from cellexp.engine.trainer import StepOutput, Trainer
+from cellexp.engine.trainer import Selection, StepOutput, Trainer
 from cellexp.models.dino import Dino
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,13 @@ class CollapseRule:
         if spread is not None and spread < self.min_spread:
             found.append(f"val/embedding_spread is {spread:.4f}: the cells' embeddings coincide")
         return found
+
+
+class LastEpoch(Selection):
+    """Keeps the last epoch's model whatever the probe says, as DINO keeps checkpoint_main.pth (task.keep=last)."""
+
+    def improves(self, value: float, best: float | None) -> bool:
+        return True
 
 
 class DinoTrainer(Trainer):

@@ -81,10 +81,12 @@ def collate_bags(items):
     return x, mask, torch.tensor(label, device=device), torch.tensor(extra, device=device)
 
 
-def train_loader(bags, features, labels, tss, bags_per_step: int, seed: int) -> DataLoader:
+def train_loader(bags, features, labels, tss, bags_per_step: int, seed: int, drop_last: bool = True) -> DataLoader:
+    """An epoch of TSS samples; `drop_last` drops the last incomplete step (ours: each step weighs the same)
+    unless it is the only one; CLANet's loader keeps it (train_TSS_MIL.py L88)."""
     sampler = TSSSampler(len(bags), int(tss.samples_per_sequence), seed)
     dataset = TSSSamples(bags, features, labels, make_sampler(tss))
-    drop_last = len(sampler) >= bags_per_step
+    drop_last = drop_last and len(sampler) >= bags_per_step
     return DataLoader(dataset, batch_size=bags_per_step, sampler=sampler, collate_fn=collate_bags, drop_last=drop_last)
 
 

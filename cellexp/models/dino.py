@@ -12,6 +12,7 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropBlock2d, DropPath
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -91,7 +92,7 @@ class Dino(nn.Module):
     ):
         super().__init__()
         self.student = MultiCropNet(backbone, head)
-        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.teacher = without_stochastic_layers(copy.deepcopy(self.student)).requires_grad_(False)
         self.global_views, self.student_temp = global_views, student_temp
         self.center_momentum, self.centering = center_momentum, centering
         out_dim = head.last_layer.out_features
@@ -127,6 +128,19 @@ class Dino(nn.Module):
         """teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter."""
         teacher = list(self.teacher.parameters())
         torch._foreach_lerp_(teacher, [p.detach() for p in self.student.parameters()], 1.0 - momentum)
+
+
+def without_stochastic_layers(net: nn.Module) -> nn.Module:
+    """`net` with every stochastic depth and dropout rate set to 0, in place: DINO builds its teacher without
+    them (CLANet's main_dino_patch.py L160 gives the teacher no drop_path_rate), so that its targets are not noisy
+    although the engine keeps the whole model, teacher included, in train mode. The layers stay (timm's attention
+    reads its dropout's rate), so the teacher's parameters and state keys are the student's."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        elif isinstance(module, (DropPath, DropBlock2d)):
+            module.drop_prob = 0.0
+    return net
 
 
 def dino_loss(

@@ -54,11 +54,17 @@ class MLPHead(nn.Sequential):
 
 class PublishedMLPHead(nn.Sequential):
     """The published MLP control: Linear layers of `dims`, `activation` after each but the last, then Linear to
-    the classes (the published loop adds no activation after its last hidden layer; kept as published)."""
+    the classes (the published loop adds no activation after its last hidden layer; kept as published).
+
+    `trained=False` is the published control: its optimizer gets the backbone's parameters only, so the MLP
+    keeps its initial weights (its parameters do not require gradients, and no optimizer is given them).
+    """
 
     ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
-    def __init__(self, in_features: int, num_classes: int, dims: list[int], activation: str = "tanh"):
+    def __init__(
+        self, in_features: int, num_classes: int, dims: list[int], activation: str = "tanh", trained: bool = True
+    ):
         if not dims or any(int(d) < 1 for d in dims):
             raise ConfigError(f"head.dims must be a non-empty list of positive widths, got {dims!r}")
         if activation not in self.ACTIVATIONS:
@@ -69,6 +75,7 @@ class PublishedMLPHead(nn.Sequential):
             if i < len(dims) - 1:
                 layers.append(self.ACTIVATIONS[activation]())
         super().__init__(*layers, nn.Linear(int(dims[-1]), num_classes))
+        self.requires_grad_(bool(trained))
 
 
 def param_count_of(factory: Callable[..., nn.Module], in_features: int, num_classes: int) -> int:

@@ -15,7 +15,7 @@ from cellexp.data.transforms import augmentation
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
-from cellexp.engine.metrics import classification_metrics, confusion_matrix
+from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
 from cellexp.loading import (
@@ -96,6 +96,11 @@ def _check_options(cfg: DictConfig) -> None:
             "both name starting weights: give one"
         )
     refuse_head(cfg, "task=classify trains a classification head", OTHER_TASKS_HEADS)
+    if cfg.task.fit and cfg.backbone.get("freeze") and cfg.head.get("trained") is False:
+        raise ConfigError("backbone.freeze=true with head.trained=false leaves task=classify nothing to train")
+    batch = cfg.task.get("batch_metrics")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"task.batch_metrics must be null or a batch size of at least 1, got {batch!r}")
     camo = cfg.task.get("camo") or {}
     weight = camo.get("weight", 0.0)
     if not isinstance(weight, (int, float)) or weight < 0:
@@ -186,6 +191,9 @@ def _test(cfg: DictConfig, trainer: ClassifierTrainer, data: CropData, tracker, 
             f"{len(logits)} cells: no test metrics are reported from them"
         )
     metrics = {f"test/{k}": v for k, v in classification_metrics(logits, targets, data.class_names).items()}
+    if cfg.task.get("batch_metrics"):
+        batched = batch_averaged_metrics(logits, targets, len(data.class_names), int(cfg.task.batch_metrics))
+        metrics.update({f"test/{k}": v for k, v in batched.items()})
     if trainer.camo is not None:
         metrics.update({f"test/{k}": v for k, v in trainer.camo.summary(shares).items()})
     if trainer.acc.is_main_process:

@@ -149,7 +149,9 @@ def _fit(cfg: DictConfig, trainer: training.MILTrainer, split_bags: dict, featur
         trainer.resume_from(resume_from)
     batch = int(cfg.trainer.batch_size)
     state = trainer.fit(
-        training.train_loader(split_bags["train"], features, labels, cfg.task.tss, batch, cfg.seed),
+        training.train_loader(
+            split_bags["train"], features, labels, cfg.task.tss, batch, cfg.seed, cfg.task.get("drop_last", True)
+        ),
         training.eval_loader(split_bags["val"], features, labels, cfg.trainer.eval_batch_size),
     )
     log.info("best %s = %.4f at epoch %d", cfg.task.optimized_metric, state.best_value, state.best_epoch)

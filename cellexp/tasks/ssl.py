@@ -3,8 +3,9 @@
 Time-lapse data (dataset=timelapse, timelapse_synthetic) gives the patches of the training sequences instead,
 and the probe labels the val sequences' patches by cell line.
 
-Each epoch a kNN probe of the teacher's backbone on the labelled val split (`val/knn_accuracy`, also at
-step 0 for the initial weights) picks the best checkpoint. The teacher's backbone is what later tasks
+Each epoch a kNN probe of the teacher's backbone on the labelled val split against the train split's other
+cells (`val/knn_accuracy`, also at step 0 for the initial weights) picks the best checkpoint, or with
+task.keep=last is reported only. The teacher's backbone is what later tasks
 take: `task=classify backbone.init_from=<this run>` and `cellexp.loading.pretrained_backbone`.
 """
 
@@ -25,7 +26,7 @@ from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
-from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer
+from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer, LastEpoch
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError
 from cellexp.loading import build_backbone, init_backbone
@@ -83,7 +84,7 @@ def run(cfg: DictConfig) -> float:
             model,
             optimizer,
             scheduler=_schedules(cfg),
-            selection=Selection(ssl.optimized_metric, ssl.direction),
+            selection=(LastEpoch if ssl.keep == "last" else Selection)(ssl.optimized_metric, ssl.direction),
             checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=cfg.trainer.checkpoint.keep_last),
             settings=TrainerSettings.from_config(cfg.trainer, cfg.seed),
             tracker=tracker,
@@ -91,7 +92,7 @@ def run(cfg: DictConfig) -> float:
             prune_check=trial_pruner(cfg),
             multicrop=multicrop,
             eval_transform=backbone.input_config.transform(),
-            bank=eval_loader(_subset(data.splits["train"], knn_cells, cfg.seed), batch, workers),
+            bank=eval_loader(_subset(probe_bank(data.splits), knn_cells, cfg.seed), batch, workers),
             freeze_last_layer_epochs=ssl.freeze_last_layer_epochs,
             knn_k=ssl.knn.k,
             knn_temperature=ssl.knn.temperature,
@@ -124,6 +125,8 @@ def _check_options(cfg: DictConfig) -> None:
             f"task=ssl follows DINO's per-step schedules (optim/scheduler=dino), not {cfg.optim.scheduler._target_}"
         )
     require_value(cfg, "trainer.early_stopping", (None,), "DINO's schedules span the whole run")
+    if cfg.task.get("keep") not in ("best", "last"):
+        raise ConfigError(f"task.keep={cfg.task.get('keep')} must be best (the probe's best epoch) or last")
     augment = cfg.task.augment
     for key in ("jitter_prob", "flip_prob"):
         value = augment.get(key)
@@ -234,6 +237,14 @@ def _schedules(cfg: DictConfig) -> DinoSchedules:
         warmup_teacher_temp=teacher.warmup_temp,
         warmup_teacher_temp_epochs=teacher.warmup_temp_epochs,
     )
+
+
+def probe_bank(splits: dict):
+    """The kNN probe's labelled bank: the train split's cells less those of the evaluation splits. Transductive
+    pretraining trains on those too, but in the bank a val cell would be its own nearest neighbour and the test
+    cells' labels would vote."""
+    train = splits["train"]
+    return train.excluding([dataset for name, dataset in splits.items() if name != "train"])
 
 
 def _subset(dataset, max_cells: int | None, seed: int):
