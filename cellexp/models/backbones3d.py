@@ -29,17 +29,28 @@ def efficientnet3d(
     family: str = FAMILY,
     pretrained: bool = False,
     drop_rate: float | None = None,
+    bn_momentum: float = 0.1,
     spatial_dims: int = 3,
     init_from: str | None = None,
     freeze: bool = False,
 ) -> nn.Module:
     """MONAI's EfficientNet (`efficientnet-b0` ... `-b7`, or `test` for the tiny one) in 3-D, its classifier dropped:
-    the pooled features (after the network's own dropout) are the embedding."""
+    the pooled features (after the network's own dropout) are the embedding.
+
+    `bn_momentum` is PyTorch's (the weight of each batch in the running statistics). MONAI's default, 0.01, is the
+    TensorFlow reference's 0.99 decay: right for 350 epochs of ImageNet, but after a few hundred steps on a plate its
+    running statistics are still near their initial values and evaluation sees another network (val at chance
+    while the training loss falls); 0.1 is PyTorch's default."""
     _check(family, spatial_dims, pretrained)
+    norm = ("batch", {"eps": 1e-3, "momentum": bn_momentum})
     if model_name == "test":
-        model = EfficientNet(TINY_BLOCKS, spatial_dims=3, in_channels=in_chans, num_classes=1, width_coefficient=0.25)
+        model = EfficientNet(
+            TINY_BLOCKS, spatial_dims=3, in_channels=in_chans, num_classes=1, width_coefficient=0.25, norm=norm
+        )
     else:
-        model = EfficientNetBN(model_name, pretrained=False, spatial_dims=3, in_channels=in_chans, num_classes=1)
+        model = EfficientNetBN(
+            model_name, pretrained=False, spatial_dims=3, in_channels=in_chans, num_classes=1, norm=norm
+        )
     if drop_rate is not None:
         model._dropout.p = drop_rate
     model.num_features = model._fc.in_features

@@ -19,6 +19,8 @@ def split_rows(dataset: CropDataset, class_names: list[str], plate: str, pattern
     as files; bounding box and area as the annotation gives them; no centroid, which the store does not keep) and
     the cell's true class."""
     manifest = dataset.store.manifest(dataset.split)
+    if manifest and "compound" in manifest[0]:
+        return plate_rows(dataset, manifest, class_names)
     rows = []
     for index, label in zip(dataset.indices, dataset.labels, strict=True):
         entry = manifest[index]
@@ -44,3 +46,30 @@ def split_rows(dataset: CropDataset, class_names: list[str], plate: str, pattern
 
 def _number(text: str) -> float:
     return float(text) if text not in ("", None) else np.nan
+
+
+def plate_rows(dataset: CropDataset, manifest: list[dict], class_names: list[str]) -> list[dict]:
+    """One row per cell of a Cell Painting plate (3-D crops): where it is (plate, well, site, the field, its label in
+    the field's label image, its centroid in voxels), what the well got (compound, dose, pert_type: control or trt,
+    as JUMP names it) and its volume in voxels, and the cell's true class."""
+    rows = []
+    for index, label in zip(dataset.indices, dataset.labels, strict=True):
+        entry = manifest[index]
+        rows.append(
+            {
+                "Metadata_Plate": entry["plate"],
+                "Metadata_Well": entry["well"],
+                "Metadata_Site": int(entry["site"]),
+                "Metadata_Image": entry["image_file"],
+                "Metadata_ObjectNumber": int(entry["annotation_id"]),
+                "Metadata_Compound": entry["compound"],
+                "Metadata_Dose": float(entry["dose"]),
+                "Metadata_pert_type": "control" if int(entry["control"]) else "trt",
+                "Metadata_Centroid_Z": float(entry["centroid_z"]),
+                "Metadata_Centroid_Y": float(entry["centroid_y"]),
+                "Metadata_Centroid_X": float(entry["centroid_x"]),
+                "Metadata_Volume": int(entry["volume"]),
+                TRUE_CLASS: class_names[label],
+            }
+        )
+    return rows

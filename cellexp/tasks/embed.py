@@ -1,5 +1,6 @@
 """task=embed: a trained classifier's per-cell table for a split of an annotated dataset (LIVECell, LIVECell-CLS,
-the synthetic data), so that the profiles of its training data can be analysed beside a new plate's. The table is
+the synthetic data, a 3-D Cell Painting plate: the paper's profiles, with each cell's plate, well, site, compound,
+dose, pert_type and centroid as Metadata_* columns; `task.layer` takes an intermediate layer's activations), so that the profiles of its training data can be analysed beside a new plate's. The table is
 task=predict's (the same code writes it), plus each cell's true class; written under <run>/embed/ and logged to
 MLflow under embed/:
 
@@ -25,7 +26,7 @@ from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
 from cellexp.loading import load_trained, resolve, trained_classes
 from cellexp.plates.annotated import TRUE_CLASS, split_rows
-from cellexp.plates.inference import classify_crops
+from cellexp.plates.inference import backbone_layer, classify_crops
 from cellexp.plates.profiles import cell_table, joined
 from cellexp.plates.tables import write_tables
 from cellexp.tasks.checks import plain, refuse_training_keys, require_crops
@@ -34,7 +35,19 @@ from cellexp.tracking import start_tracking
 log = logging.getLogger(__name__)
 
 # dataset keys that decide what the model sees: they must be the checkpoint's own
-AS_TRAINED = ("crop_size", "context_margin", "min_area", "drop_border_cells", "image_size", "normalize")
+AS_TRAINED = (
+    "crop_size",
+    "context_margin",
+    "min_area",
+    "drop_border_cells",
+    "image_size",
+    "normalize",
+    "spatial_dims",
+    "depth",
+    "min_volume",
+    "segmentation",
+    "label",
+)
 # crops read from the store at a time
 CHUNK = 4096
 
@@ -52,6 +65,8 @@ def run(cfg: DictConfig) -> float:
     class_names = trained_classes(source, CELL_LINES)
     model = load_trained(source, len(class_names)).to(accelerator.device)
     inputs = model.input_config
+    if task.get("layer"):
+        backbone_layer(model.backbone, task.layer)  # an unknown layer is named before any data is read
     run_dir = Path(cfg.paths.output_dir)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
@@ -60,10 +75,15 @@ def run(cfg: DictConfig) -> float:
         if task.split not in data.splits:
             raise ConfigError(f"task.split={task.split!r} is not one of {', '.join(data.splits)}")
         dataset = data.splits[task.split]
-        images, transform = data.store.images(task.split), inputs.transform()
+        images, transform = data.store.images(dataset.split), inputs.transform()
         passes = [
             classify_crops(
-                model, transform, images[dataset.indices[start : start + CHUNK]], task.batch_size, accelerator.device
+                model,
+                transform,
+                images[dataset.indices[start : start + CHUNK]],
+                task.batch_size,
+                accelerator.device,
+                task.get("layer"),
             )
             for start in range(0, len(dataset), CHUNK)
         ]
