@@ -111,8 +111,8 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
         return load_plate_data(dataset_cfg, seed)
     if dataset_cfg.get("split_by", "source") != "source":
         raise ConfigError(
-            f"dataset.split_by={dataset_cfg.split_by}: dataset={dataset_cfg.name} keeps its own splits (split_by=source); "
-            f"splits by well are drawn for plates (dataset={PLATE_FORMAT})"
+            f"dataset.split_by={dataset_cfg.split_by}: dataset={dataset_cfg.name} keeps its own splits "
+            f"(split_by=source); splits by well are drawn for plates (dataset={PLATE_FORMAT})"
         )
     store = open_crop_store(dataset_cfg)
     names = _chosen_lines(dataset_cfg.get("cell_lines"))

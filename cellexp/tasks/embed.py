@@ -1,8 +1,8 @@
 """task=embed: a trained classifier's per-cell table for a split of an annotated dataset (LIVECell, LIVECell-CLS,
 the synthetic data, a 3-D Cell Painting plate: the paper's profiles, with each cell's plate, well, site, compound,
-dose, pert_type and centroid as Metadata_* columns; `task.layer` takes an intermediate layer's activations), so that the profiles of its training data can be analysed beside a new plate's. The table is
-task=predict's (the same code writes it), plus each cell's true class; written under <run>/embed/ and logged to
-MLflow under embed/:
+dose, pert_type and centroid as Metadata_* columns; `task.layer` takes an intermediate layer's activations), so
+that the profiles of its training data can be analysed beside a new plate's. The table is task=predict's (the
+same code writes it), plus each cell's true class; written under <run>/embed/ and logged to MLflow under embed/:
 
     cells.parquet            one row per crop of the split: Metadata_* (the dataset and split as the plate, image,
                              well, site, time, annotation, bbox, area), true_class, predicted_class, prob_<class>,

@@ -39,8 +39,8 @@ def open_plate(dataset_cfg: DictConfig) -> PlateCells:
         )
     if dataset_cfg.get("split_by") != "well":
         raise ConfigError(
-            f"dataset.split_by={dataset_cfg.get('split_by')}: a plate's cells are split by well (dataset.split_by=well); "
-            "cells of one well in two splits would test the model on wells it was trained on"
+            f"dataset.split_by={dataset_cfg.get('split_by')}: a plate's cells are split by well "
+            "(dataset.split_by=well); cells of one well in two splits would test the model on wells it was trained on"
         )
     fields = find_fields(Path(dataset_cfg.root), dataset_cfg.layout, dataset_cfg.get("field_pattern"))
     table = Path(dataset_cfg.metadata)

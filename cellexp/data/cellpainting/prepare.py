@@ -26,7 +26,6 @@ from cellexp.data.cellpainting.segment import Segmentation, require_cellpose_wei
 from cellexp.data.intensity import STORED_TYPES
 from cellexp.data.prepare import file_identity, run_shards
 from cellexp.data.store import SplitStore, finish_split, shard_done, write_shard
-from cellexp.errors import DataError
 from cellexp.progress import progress
 
 log = logging.getLogger(__name__)

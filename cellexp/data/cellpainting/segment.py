@@ -2,9 +2,9 @@
 
 `dataset.segmentation.method`:
     classical  built in (scikit-image): nuclei from the DNA channel (smoothed, Otsu, touching ones split by a
-               distance-transform watershed from its h-maxima) seed a watershed over the AGP channel, whose bright cortex separates touching cells,
-               within the foreground of the cytoplasm channels; smoothing and distances in micrometres, so
-               anisotropic voxels are handled
+               distance-transform watershed from its h-maxima) seed a watershed over the AGP channel, whose bright
+               cortex separates touching cells, within the foreground of the cytoplasm channels; smoothing and
+               distances in micrometres, so anisotropic voxels are handled
     labels     the user's label images: one 3-D label TIFF per field, <labels folder>/<plate>_<well>_s<site>.tif
     cellpose   cellpose in 3-D (the paper's segmenter; `pip install -e .[cellpose]`), from a weights file that
                must be on disk (cellpose downloads its weights on first use, which these machines cannot)
