@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_suite.py            # on the GPU: resnet18 / efficientnetv2_m at 224 px, batch 256, bf16
     python benchmarks/gpu_suite.py --quick    # the same code paths at toy sizes on the CPU (under a minute)
-        [--rows 1,2,3,4,5,6] [--workers N] [--repeats 3] [--no-compile | --compile] [--cudnn-benchmark]
+        [--rows 1,2,3,4,5,6,7] [--workers N] [--repeats 3] [--no-compile | --compile] [--cudnn-benchmark]
 
 Rows (medians of --repeats, the runs of a row interleaved after one warm-up each):
  1 end-to-end training: the synthetic crop store -> train_loader -> Accelerate -> BatchTransform (augmentation on the
@@ -19,6 +19,7 @@ Rows (medians of --repeats, the runs of a row interleaved after one warm-up each
    task=xai runs it), each against a plain no-grad bf16 forward loop on device inputs.
  6 peak GPU memory allocated in row 3's eager runs (model, AdamW state, activations, the few input batches), as a
    share of the device's memory.
+ 7 3-D: efficientnet3d_b0 (MONAI, spatial_dims=3) training steps on 5-channel 12-plane crops against its forward.
 TFLOP/s come from torch.utils.flop_counter.FlopCounterMode (one step counted), against the vendor datasheet's dense
 bf16 peak. Models have random weights (speed does not depend on training), one input channel as the datasets do.
 """
@@ -52,7 +53,7 @@ import cellexp  # noqa: F401  (registers the config resolvers)
 from cellexp.config import build
 from cellexp.data.datamodule import eval_loader, load_crop_data, train_loader
 from cellexp.data.dataset import CropDataset
-from cellexp.data.transforms import augmentation
+from cellexp.data.transforms import InputConfig, augmentation
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
@@ -476,7 +477,34 @@ def row_memory(suite: Suite) -> list[Row]:
     return rows
 
 
-ROWS = {"1": rows_training, "3": row_compile, "4": row_heads, "5": row_eval, "6": row_memory}
+def row_3d(suite: Suite) -> list[Row]:
+    """Row 7: a 3-D EfficientNet's bf16 training step on Cell Painting crops (5 channels, 12 planes of 32 px, as
+    dataset=cellpainting3d cuts them) against its forward alone, and the step's peak memory on a GPU."""
+    s, device = suite.sizes, suite.device
+    name, batch = ("test_efficientnet3d", 4) if suite.args.quick else ("efficientnet3d_b0", 64)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF)):
+        cfg = compose("config", overrides=["dataset=cellpainting3d", f"backbone={name}", "head=linear", "logger=none"])
+    inputs = InputConfig(image_size=32, in_chans=5, channels=5, depth=12)
+    set_seed(0)
+    model = build_model(cfg, 4, inputs).to(device)
+    optimizer = build(cfg.optim.optimizer)(params=model.parameters())
+    g = torch.Generator().manual_seed(0)
+    ready = DeviceBatches(
+        [(torch.randn(batch, 5, 12, 32, 32, generator=g).to(device), torch.randint(0, 4, (batch,)).to(device))],
+        s.steps,
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train = plain_loop(model, optimizer, nn.CrossEntropyLoss(), ready, suite)
+    t = suite.interleaved({"train": train, "forward": plain_loop(model, None, None, ready, suite, False)})
+    cells = batch * s.steps
+    peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB peak" if device.type == "cuda" else "cpu"
+    what = f"3-D training step / forward, {name} 5x12x32x32 b{batch} bf16"
+    return [Row("7", what, rate(cells, t["train"]), rate(cells, t["forward"]), t["train"] / t["forward"], "", peak)]
+
+
+ROWS = {"1": rows_training, "3": row_compile, "4": row_heads, "5": row_eval, "6": row_memory, "7": row_3d}
 
 
 def table(rows: list[Row]) -> str:
@@ -507,7 +535,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="toy sizes, on the CPU unless --device says otherwise")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--rows", default="1,2,3,4,5,6", help="which rows (2 comes with 1, 6 needs 3)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="which rows (2 comes with 1, 6 needs 3)")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 0 quick, 4 full)")
     parser.add_argument("--repeats", type=int, default=None, help="default: 3 full, 2 quick")
     parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="also on the CPU")
