@@ -111,8 +111,8 @@ def main() -> None:
         per_sample[i]
     read_one = (time.perf_counter() - start) / len(range(0, len(manifest), max(1, len(manifest) // 50)))
     print(f"1 preparation: {crops} crops in {prepared:.1f} s on one worker = {crops / prepared:.1f} crops/s/core; "
-          f"one per-sample TIFF window read {read_one * 1e3:.1f} ms: a prepared crop costs {prepared / crops / read_one:.1f} "
-          "reads")  # fmt: skip
+          f"one per-sample TIFF window read {read_one * 1e3:.1f} ms: a prepared crop costs "
+          f"{prepared / crops / read_one:.1f} reads")  # fmt: skip
     store = CropStore({"cells": plate.store}, plate.class_names)
     stored = DataLoader(
         CropDataset(store, "cells", rows=plate.rows["train"]), batch_size=BATCH, shuffle=True, collate_fn=collate_batch
@@ -126,8 +126,9 @@ def main() -> None:
     process.start()
     seconds, added_mib, params = queue.get()
     process.join()
-    print(f"3 efficientnet3d_b0 ({params / 1e6:.1f} M parameters) training step, batch {BATCH} of 5x12x32x32, fp32, "
-          f"{torch.get_num_threads()} threads: {seconds:.2f} s/step, peak memory +{added_mib:.0f} MiB over the built model")  # fmt: skip
+    print(f"3 efficientnet3d_b0 ({params / 1e6:.1f} M parameters) training step, batch {BATCH} of 5x12x32x32, "
+          f"fp32, {torch.get_num_threads()} threads: {seconds:.2f} s/step, peak memory +{added_mib:.0f} MiB over the "
+          "built model")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from cellexp.data.cellpainting.fields import find_fields, read_field, write_fiel
 from cellexp.data.cellpainting.metadata import class_names, read_metadata, treatment_of
 from cellexp.data.cellpainting.prepare import StackSettings, prepare_plate_store
 from cellexp.data.cellpainting.segment import Segmentation, classical_labels
-from cellexp.data.cellpainting.splits import well_splits
 from cellexp.data.cellpainting.synthetic import TREATMENTS, generate_cellpainting_plate
+from cellexp.data.datamodule import load_crop_data
 from cellexp.data.transforms import InputConfig
+from cellexp.data.well_splits import well_splits
 from cellexp.errors import ConfigError, DataError
 from cellexp.loading import check_backbone
 from cellexp.models.backbones3d import efficientnet3d, resnet3d
@@ -149,6 +150,22 @@ def test_well_splits_are_disjoint_stratified_and_seeded():
     assert well_splits(strata, seed=0, fractions=fractions) == assigned != well_splits(strata, 1, fractions)
 
 
+def test_2d_datasets_split_by_well_put_each_well_in_one_split(tmp_path, data_dir):
+    cfg = compose_cfg(["dataset.split_by=well", "dataset.generate.images_per_line={train:4,val:1,test:1}"],
+                      tmp_path / "run", data_dir)  # fmt: skip
+    data = load_crop_data(cfg.dataset, seed=0)
+    manifest = data.store.manifest("pooled")
+    seen: dict[tuple[str, str], str] = {}
+    for split, dataset in data.splits.items():
+        assert len(dataset)
+        for i in dataset.indices:
+            assert seen.setdefault((manifest[i]["class_name"], manifest[i]["well"]), split) == split
+    assert len(seen) == len(data.split_table) and sum(len(d) for d in data.splits.values()) == len(manifest)
+    with pytest.raises(ConfigError, match="dataset.split_by=plate: choose source or well"):
+        load_crop_data(compose_cfg(["dataset.split_by=plate"], tmp_path / "run", data_dir).dataset, seed=0)
+    GlobalHydra.instance().clear()
+
+
 def test_a_2d_backbone_on_3d_crops_is_refused_before_any_data(tmp_path):
     cfg = compose_cfg(["dataset=cellpainting3d", "backbone=test_resnet"], tmp_path / "run", tmp_path / "data", False)
     with pytest.raises(ConfigError, match="2-D network and dataset=cellpainting3d has 3-D crops"):
@@ -206,8 +223,8 @@ def test_a_3d_run_logs_a_split_table_with_each_well_in_one_split(trained_3d):
         wells = list(csv.DictReader(f))
     assert len(wells) == len({(w["plate"], w["well"]) for w in wells}) == len(TREATMENTS) * 3
     assert {w["split"] for w in wells} == {"train", "val", "test"}
-    for treatment in {(w["compound"], w["dose"]) for w in wells}:
-        assert sorted(w["split"] for w in wells if (w["compound"], w["dose"]) == treatment) == ["test", "train", "val"]
+    for stratum in {w["stratum"] for w in wells}:  # a treatment: compound@dose
+        assert sorted(w["split"] for w in wells if w["stratum"] == stratum) == ["test", "train", "val"]
     logged = Path(run.info.artifact_uri.removeprefix("file://")) / "data" / "splits.csv"
     assert logged.read_text() == (trained_3d["folder"] / "data" / "splits.csv").read_text()
     test_cells = sum(int(w["cells"]) for w in wells if w["split"] == "test")

@@ -22,13 +22,18 @@ from cellexp.data.livecell import CELL_LINES
 from cellexp.data.prepare import CropSettings, prepare_crop_store
 from cellexp.data.sampling import BalancedSampler, SeededShuffleSampler
 from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
-from cellexp.data.store import CropStore, channel_batch
+from cellexp.data.store import CropStore, PooledSplit, channel_batch
 from cellexp.data.synthetic import generate_synthetic_livecell
 from cellexp.data.transforms import InputConfig
+from cellexp.data.well_splits import split_by_well
 from cellexp.errors import ConfigError
 
 FORMATS = ("livecell", "livecell_cls")
 PLATE_FORMAT = "cellpainting3d"
+SPLITS = ("train", "val", "test")
+# source: the dataset's own train/val/test; well: drawn anew, each well in one split (a plate's only way)
+SPLIT_BY = ("source", "well")
+POOLED = "pooled"
 # training crops the intensity ranges of 16-bit data are measured on (a seeded sample)
 RANGE_SAMPLE = 4096
 
@@ -109,19 +114,34 @@ def _context_margin(dataset_cfg: DictConfig) -> float:
 def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
     if dataset_cfg.format == PLATE_FORMAT:
         return load_plate_data(dataset_cfg, seed)
-    if dataset_cfg.get("split_by", "source") != "source":
+    split_by = dataset_cfg.get("split_by", "source")
+    if split_by not in SPLIT_BY:
+        raise ConfigError(f"dataset.split_by={split_by}: choose {' or '.join(SPLIT_BY)}")
+    if split_by == "well" and dataset_cfg.format != "livecell":
         raise ConfigError(
-            f"dataset.split_by={dataset_cfg.split_by}: dataset={dataset_cfg.name} keeps its own splits "
-            f"(split_by=source); splits by well are drawn for plates (dataset={PLATE_FORMAT})"
+            f"dataset.split_by=well: the crops of dataset={dataset_cfg.name} do not say which well they come from "
+            "(LIVECell's images and the synthetic data's do)"
         )
     store = open_crop_store(dataset_cfg)
     names = _chosen_lines(dataset_cfg.get("cell_lines"))
     classes = [store.class_names.index(name) for name in names] if names else None
     limit = dataset_cfg.get("limit")
+    if split_by == "source":
+        splits = {split: CropDataset(store, split, limit=limit, seed=seed, classes=classes) for split in SPLITS}
+        return CropData(store, splits, names or list(store.class_names))
+    pooled = PooledSplit(tuple(store.splits[split] for split in SPLITS))
+    rows, table = split_by_well(
+        pooled.manifest(),
+        lambda row: (row["class_name"], row["well"]),  # a LIVECell plate holds one cell line
+        lambda row: row["class_name"],
+        int(dataset_cfg.get("split_seed", 0)),
+        OmegaConf.to_container(dataset_cfg.split_fractions),
+    )
+    store = CropStore({POOLED: pooled}, store.class_names)
     splits = {
-        split: CropDataset(store, split, limit=limit, seed=seed, classes=classes) for split in ("train", "val", "test")
+        split: CropDataset(store, POOLED, limit=limit, seed=seed, classes=classes, rows=rows[split]) for split in SPLITS
     }
-    return CropData(store, splits, names or list(store.class_names))
+    return CropData(store, splits, names or list(store.class_names), table)
 
 
 def load_plate_data(dataset_cfg: DictConfig, seed: int) -> CropData:

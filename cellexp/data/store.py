@@ -56,7 +56,7 @@ def shard_file(folder: Path, kind: str, shard: int, suffix: str = "npy") -> Path
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
     """(n, S, S) or (n, D, S, S) 0/1 masks to (n, ceil(voxels/8)) bytes: an eighth of the disk, unpacked per read."""
-    return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
+    return np.packbits(masks.reshape(len(masks), int(np.prod(masks.shape[1:]))).astype(bool), axis=1)
 
 
 def write_shard(
@@ -180,23 +180,14 @@ class ShardedArray:
         return {**self.__dict__, "_maps": {}}  # memory maps are reopened by whoever unpickles
 
 
-@dataclass(frozen=True)
-class SplitStore:
-    """Read access to one finished split."""
+class SplitView:
+    """What reads a split's crops: its summary, shard files and sizes make its images, masks and kind."""
 
-    path: Path
+    summary: dict
+    sizes: np.ndarray
 
-    def __post_init__(self):
-        if not (self.path / COMPLETE_MARKER).exists():
-            raise DataError(f"crop store {self.path} is incomplete (no {COMPLETE_MARKER}); delete it to rebuild")
-
-    @cached_property
-    def summary(self) -> dict:
-        return json.loads((self.path / "summary.json").read_text())
-
-    @cached_property
-    def sizes(self) -> np.ndarray:
-        return np.load(self.path / "shard_sizes.npy")
+    def shard_files(self, kind: str) -> list[Path]:
+        raise NotImplementedError
 
     @property
     def channels(self) -> int:
@@ -218,19 +209,44 @@ class SplitStore:
     @cached_property
     def images(self) -> ShardedArray:
         size = self.summary["settings"]["crop_size"]
-        files = [shard_file(self.path, "images", s) for s in range(len(self.sizes))]
         if self.depth is not None:
             rows = (self.channels, self.depth, size, size)  # 3-D crops keep their channel axis
         else:
             rows = (size, size) if self.channels == 1 else (self.channels, size, size)
-        return ShardedArray(files, self.sizes, rows, dtype=self.dtype)
+        return ShardedArray(self.shard_files("images"), self.sizes, rows, dtype=self.dtype)
 
     @cached_property
     def masks(self) -> ShardedArray:
         size = self.summary["settings"]["crop_size"]
-        files = [shard_file(self.path, "masks", s) for s in range(len(self.sizes))]
         shape = (size, size) if self.depth is None else (self.depth, size, size)
-        return ShardedArray(files, self.sizes, shape, unpack_to=shape)
+        return ShardedArray(self.shard_files("masks"), self.sizes, shape, unpack_to=shape)
+
+
+@dataclass(frozen=True)
+class SplitStore(SplitView):
+    """Read access to one finished split."""
+
+    path: Path
+
+    def __post_init__(self):
+        if not (self.path / COMPLETE_MARKER).exists():
+            raise DataError(f"crop store {self.path} is incomplete (no {COMPLETE_MARKER}); delete it to rebuild")
+
+    @cached_property
+    def summary(self) -> dict:
+        return json.loads((self.path / "summary.json").read_text())
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.load(self.path / "shard_sizes.npy")
+
+    @property
+    def folder(self) -> Path:
+        """Where what is drawn from the split (a summary figure) is kept."""
+        return self.path
+
+    def shard_files(self, kind: str) -> list[Path]:
+        return [shard_file(self.path, kind, s) for s in range(len(self.sizes))]
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -242,10 +258,56 @@ class SplitStore:
 
 
 @dataclass(frozen=True)
+class PooledSplit(SplitView):
+    """A dataset's own splits read as one, in order (their splits drawn anew, by well): crop i of the second part
+    is crop len(first) + i here."""
+
+    parts: tuple[SplitStore, ...]
+
+    @property
+    def path(self) -> Path:
+        """A name for the pool (its parts' folders), as the identity of what it holds; not a folder on disk."""
+        return self.parts[0].path.with_name("+".join(part.path.name for part in self.parts))
+
+    @property
+    def folder(self) -> Path:
+        return self.parts[0].path
+
+    @cached_property
+    def summary(self) -> dict:
+        per_class: Counter = Counter()
+        for part in self.parts:
+            per_class.update(part.summary["per_class"])
+        failed = [failure for part in self.parts for failure in part.summary["failed_images"]]
+        crops = sum(part.summary["crops"] for part in self.parts)
+        return {
+            **self.parts[0].summary,
+            "split": "pooled",
+            "crops": crops,
+            "per_class": dict(per_class),
+            "failed_images": failed,
+        }
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.concatenate([part.sizes for part in self.parts])
+
+    def shard_files(self, kind: str) -> list[Path]:
+        return [path for part in self.parts for path in part.shard_files(kind)]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([part.labels for part in self.parts])
+
+    def manifest(self) -> list[dict]:
+        return [row for part in self.parts for row in part.manifest()]
+
+
+@dataclass(frozen=True)
 class CropStore:
     """A dataset's splits, each a finished SplitStore, and the class names their labels index."""
 
-    splits: dict[str, SplitStore]
+    splits: dict[str, SplitView]
     class_names: list[str]
 
     @property
@@ -285,7 +347,7 @@ class CropStore:
         path.write_text(json.dumps(self.summary, indent=2))
         return path
 
-    def _split(self, split: str) -> SplitStore:
+    def _split(self, split: str) -> SplitView:
         if split not in self.splits:
             raise DataError(f"the dataset has no {split!r} split; it has {', '.join(self.splits)}")
         return self.splits[split]

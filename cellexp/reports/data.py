@@ -23,7 +23,7 @@ OUTLINE = np.array([228, 87, 86], dtype=np.uint8)
 def store_summary_figure(store: CropStore, split: str = "train") -> Path:
     """The store's summary picture, drawn once and kept beside the `split` crops it shows."""
     key = hashlib.sha256("|".join(str(s.path) for s in store.splits.values()).encode()).hexdigest()[:12]
-    path = store.splits[split].path / f"summary-{key}.png"
+    path = store.splits[split].folder / f"summary-{key}.png"
     if not path.is_file():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
         plot_store_summary(store, tmp, split)

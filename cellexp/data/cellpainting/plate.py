@@ -3,7 +3,6 @@ wraps as crop data (generating the plate first where the dataset says so)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from cellexp.data.cellpainting.fields import find_fields
 from cellexp.data.cellpainting.metadata import class_names, read_metadata, treatment_of
 from cellexp.data.cellpainting.prepare import StackSettings, prepare_plate_store
 from cellexp.data.cellpainting.segment import Segmentation
-from cellexp.data.cellpainting.splits import SPLITS, well_splits
 from cellexp.data.cellpainting.synthetic import generate_cellpainting_plate
 from cellexp.data.store import SplitStore
+from cellexp.data.well_splits import split_by_well
 from cellexp.errors import ConfigError
 
 
@@ -25,7 +24,7 @@ class PlateCells:
     store: SplitStore  # every cell of the plate, in one split
     class_names: list[str]
     rows: dict[str, np.ndarray]  # the store rows of each of train, val and test
-    split_table: list[dict]  # one row per well: plate, well, treatment, control, split, cells
+    split_table: list[dict]  # one row per well: plate, well, stratum (compound@dose), split, cells
 
 
 def open_plate(dataset_cfg: DictConfig) -> PlateCells:
@@ -75,28 +74,11 @@ def stack_settings(dataset_cfg: DictConfig) -> StackSettings:
 
 def _split(store: SplitStore, names: list[str], dataset_cfg: DictConfig) -> PlateCells:
     """Every well to one split, stratified by treatment (compound and dose), seeded by `dataset.split_seed`."""
-    manifest = store.manifest()
-    wells = [(row["plate"], row["well"]) for row in manifest]
-    strata = {}
-    for row in manifest:
-        strata[(row["plate"], row["well"])] = f"{row['compound']}@{float(row['dose']):g}"
-    assigned = well_splits(strata, int(dataset_cfg.split_seed), OmegaConf.to_container(dataset_cfg.split_fractions))
-    of_cell = np.asarray([assigned[well] for well in wells])
-    rows = {split: np.flatnonzero(of_cell == split) for split in SPLITS}
-    cells = Counter(wells)
-    table = []
-    for well in sorted(assigned):
-        first = next(row for row in manifest if (row["plate"], row["well"]) == well)
-        table.append(
-            {
-                "plate": well[0],
-                "well": well[1],
-                "compound": first["compound"],
-                "dose": float(first["dose"]),
-                "control": int(first["control"]),
-                "class_name": first["class_name"],
-                "split": assigned[well],
-                "cells": cells[well],
-            }
-        )
+    rows, table = split_by_well(
+        store.manifest(),
+        lambda row: (row["plate"], row["well"]),
+        lambda row: f"{row['compound']}@{float(row['dose']):g}",
+        int(dataset_cfg.split_seed),
+        OmegaConf.to_container(dataset_cfg.split_fractions),
+    )
     return PlateCells(store, names, rows, table)

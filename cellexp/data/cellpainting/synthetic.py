@@ -28,7 +28,7 @@ from scipy import ndimage
 from cellexp.data.build_once import build_once
 from cellexp.data.cellpainting.fields import write_field
 from cellexp.data.cellpainting.metadata import Treatment, write_metadata
-from cellexp.data.cellpainting.splits import well_splits
+from cellexp.data.well_splits import well_splits
 
 PLATE = "P1"
 TREATMENTS = (

@@ -1,4 +1,5 @@
-"""Splits disjoint by well: every well in exactly one of train, val and test, stratified by treatment.
+"""Splits disjoint by well (`dataset.split_by=well`): every well in exactly one of train, val and test, stratified by
+treatment (a plate) or cell line (LIVECell's images, whose wells are in their names).
 
 Cells of one well share its plating, its staining and its place on the plate; a model tested on other cells of
 wells it was trained on is tested on what it memorised of those wells (the paper trains and tests on disjoint
@@ -8,7 +9,8 @@ seed, so that every run on a plate is tested on the same wells (the generator's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -46,3 +48,33 @@ def _shares(fractions: Mapping[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ConfigError(f"dataset.split_fractions={dict(fractions)}: the shares add up to 0")
     return {split: value / total for split, value in fractions.items()}
+
+
+def split_by_well(
+    manifest: list[dict],
+    well_of: Callable[[dict], tuple[str, str]],
+    stratum_of: Callable[[dict], str],
+    seed: int,
+    fractions: Mapping[str, float],
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The rows of each split (indices into `manifest`) and the split table: a row per well with its stratum, split
+    and cells. `well_of` gives a crop's (plate, well), `stratum_of` what the split is stratified by."""
+    wells = [well_of(row) for row in manifest]
+    first = {}
+    for row, well in zip(manifest, wells, strict=True):
+        first.setdefault(well, row)
+    assigned = well_splits({well: stratum_of(row) for well, row in first.items()}, seed, fractions)
+    of_crop = np.asarray([assigned[well] for well in wells])
+    rows = {split: np.flatnonzero(of_crop == split) for split in SPLITS}
+    cells = Counter(wells)
+    table = [
+        {
+            "plate": well[0],
+            "well": well[1],
+            "stratum": stratum_of(first[well]),
+            "split": assigned[well],
+            "cells": cells[well],
+        }
+        for well in sorted(assigned)
+    ]
+    return rows, table
