@@ -26,7 +26,7 @@ from cellexp.data.transforms import InputConfig
 from cellexp.data.well_splits import well_splits
 from cellexp.errors import ConfigError, DataError
 from cellexp.loading import check_backbone
-from cellexp.models.backbones3d import efficientnet3d, resnet3d
+from cellexp.models.backbones3d import SamePad, efficientnet3d, resnet3d
 from tests.conftest import compose_cfg, tracked_run
 
 SMALL = {"wells_per_treatment": 3, "sites": 1, "cells_per_field": 5, "size": 56, "planes": 12}
@@ -182,6 +182,17 @@ def test_3d_backbones_pool_to_one_vector_per_cell(build):
     backbone = build()
     out = backbone(torch.randn(3, 5, 8, 24, 24))
     assert out.shape == (3, backbone.num_features) and backbone.family == "cnn3d"
+
+
+def test_same_padding_is_worked_out_for_each_input_size():
+    """As TensorFlow's "same": a stride-2 3x3x3 convolution gives ceil(n / 2) along every axis, odd sizes included
+    (MONAI's padding, fixed for a 224 cube, sent a 12-plane crop to zero planes: efficientnet3d_b0 failed)."""
+    conv = torch.nn.Conv3d(1, 1, 3, stride=2)
+    pad = SamePad(conv)
+    for shape in [(12, 32, 32), (3, 5, 7), (1, 2, 9)]:
+        out = conv(pad(torch.zeros(1, 1, *shape)))
+        assert tuple(out.shape[2:]) == tuple(-(-n // 2) for n in shape)
+    assert efficientnet3d("efficientnet-b0", 5, 32)(torch.randn(2, 5, 12, 32, 32)).shape == (2, 1280)
 
 
 def test_the_3d_transform_scales_each_channel_and_never_flips_z():

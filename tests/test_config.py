@@ -58,10 +58,12 @@ def test_options_cover_every_group():
 @pytest.mark.parametrize("backbone", sorted(p.stem for p in (CONF / "backbone").glob("*.yaml")))
 def test_every_backbone_builds_a_classifier(make_cfg, backbone):
     torch.manual_seed(0)
-    cfg = make_cfg([f"backbone={backbone}", "dataset.image_size=64"], tiny=False)
+    three_d = "spatial_dims: 3" in (CONF / "backbone" / f"{backbone}.yaml").read_text()
+    data = ["dataset=cellpainting3d", "dataset.image_size=32"] if three_d else ["dataset.image_size=64"]
+    cfg = make_cfg([f"backbone={backbone}", *data], tiny=False)
     model = build_model(cfg, num_classes=8).eval()
     with torch.no_grad():
-        logits = model(torch.randn(2, 1, 64, 64))
+        logits = model(torch.randn(2, 5, 12, 32, 32) if three_d else torch.randn(2, 1, 64, 64))
     assert logits.shape == (2, 8) and torch.isfinite(logits).all()
 
 

@@ -11,6 +11,10 @@ and `image_size` (CNNs take any size; it is not needed). Modules carry `num_feat
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from monai.networks.nets import EfficientNet, EfficientNetBN, ResNet
 from torch import nn
 
@@ -51,6 +55,7 @@ def efficientnet3d(
         model = EfficientNetBN(
             model_name, pretrained=False, spatial_dims=3, in_channels=in_chans, num_classes=1, norm=norm
         )
+    _pad_each_input(model)
     if drop_rate is not None:
         model._dropout.p = drop_rate
     model.num_features = model._fc.in_features
@@ -79,6 +84,32 @@ def resnet3d(
     )  # fmt: skip
     model.num_features = 512 * (4 if block == "bottleneck" else 1)
     return _tag(model, init_from, freeze)
+
+
+class SamePad(nn.Module):
+    """TensorFlow's "same" padding for one convolution, worked out for each input's size: MONAI works it out once, when
+    the network is built, for a cube of the model's nominal image size (224), which sends anisotropic crops (12
+    planes of 32 px) to zero planes before the last stage."""
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.kernel, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(x.shape[2:], self.kernel, self.stride, self.dilation, strict=True):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return F.pad(x, [side for pair in reversed(pads) for side in pair])
+
+
+def _pad_each_input(model: nn.Module) -> None:
+    """Every `<conv>_padding` of MONAI's EfficientNet that pads a strided or wide convolution becomes a SamePad."""
+    for module in list(model.modules()):
+        for name, conv in list(module.named_children()):
+            padder = getattr(module, f"{name}_padding", None)
+            if isinstance(conv, nn.Conv3d) and isinstance(padder, nn.ConstantPad3d):
+                setattr(module, f"{name}_padding", SamePad(conv))
 
 
 def _check(family: str, spatial_dims: int, pretrained: bool) -> None:
