@@ -72,6 +72,11 @@ def test_the_generated_plate_has_its_wells_fields_and_voxel_size(small_plate):
     assert class_names(treatments, "compound_dose")[:3] == ["DMSO", "cmpd_A@1", "cmpd_A@10"]
 
 
+def test_a_plate_generated_with_other_settings_is_not_reused(small_plate):
+    with pytest.raises(ConfigError, match=r"generated plate in .* other settings \(sites 1 there, 2 asked\)"):
+        generate_cellpainting_plate(small_plate, **{**SMALL, "sites": 2})
+
+
 def test_the_classical_segmenter_finds_the_true_cells(small_plate):
     """At least 90% of the true cells of 6 fields are matched by one segmented cell at IoU > 0.5."""
     matched = total = 0
@@ -268,4 +273,17 @@ def test_embed_on_a_3d_run_writes_one_profile_per_test_cell(trained_3d, tmp_path
     assert set(cells.Metadata_pert_type) == {"control", "trt"}
     assert (cells.Metadata_pert_type == "control").eq(cells.Metadata_Compound == "DMSO").all()
     assert len([c for c in cells.columns if c.startswith("Feature_")]) == 8  # _blocks.1: 24 channels at width 1/4
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.slow
+def test_predict_on_a_3d_run_points_to_embed(trained_3d, tmp_path, data_dir):
+    cfg = compose_cfg(
+        ["task=predict", f"ckpt={trained_3d['folder']}", f"task.images={tmp_path}", "logger=none", "trainer.cpu=true"],
+        tmp_path / "predict",
+        data_dir,
+        tiny=False,
+    )
+    with pytest.raises(ConfigError, match="takes 3-D crops; task=predict reads 2-D images: .* task=embed"):
+        cellexp.run(cfg)
     GlobalHydra.instance().clear()

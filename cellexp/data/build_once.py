@@ -9,12 +9,15 @@ staging folder (shards) resumes from them; others start from an empty one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
+
+from cellexp.errors import ConfigError
 
 COMPLETE_MARKER = ".complete"
 
@@ -67,3 +70,20 @@ def _replace(target: Path, staging: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
+
+
+def same_settings(root: Path, settings: dict, what: str, option: str) -> Path:
+    """`root`, if the artefact in it was built with `settings` (its marker's text, as JSON): a folder made with other
+    settings is not silently reused (its path names only some of them)."""
+    recorded = json.loads((Path(root) / COMPLETE_MARKER).read_text() or "null")
+    if recorded is not None and recorded != settings:
+        differ = ", ".join(
+            f"{key} {recorded.get(key)!r} there, {settings[key]!r} asked"
+            for key in settings
+            if recorded.get(key) != settings[key]
+        )
+        raise ConfigError(
+            f"{what} in {root} was generated with other settings ({differ}); "
+            f"give this one its own folder with {option}=<new folder>, or delete that one"
+        )
+    return root

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from cellexp.data.build_once import COMPLETE_MARKER, build_once, is_complete
+from cellexp.data.build_once import COMPLETE_MARKER, build_once, is_complete, same_settings
 from cellexp.data.livecell import (
     ANNOTATION_DIR,
     CELL_LINES,
@@ -66,7 +66,7 @@ def generate_synthetic_livecell(
     root = Path(root)
     settings = _settings(seed, images_per_line, height, width, density, confound, channels, bit_depth)
     if is_complete(root):
-        return _checked_settings(root, settings)
+        return same_settings(root, settings, "the synthetic dataset", "dataset.root")
     _check_arguments(seed, images_per_line, height, width, density)
     if not 0 <= confound <= 64:
         raise ConfigError(f"confound is the cue's amplitude in grey levels, in [0, 64], got {confound!r}")
@@ -75,7 +75,7 @@ def generate_synthetic_livecell(
             f"channels must be 1-4 and bit_depth 8 or 16, got channels={channels!r}, bit_depth={bit_depth!r}"
         )
     build_once(root, lambda staging: _write_dataset(staging, settings), before=lambda: _check_target_free(root))
-    return _checked_settings(root, settings)
+    return same_settings(root, settings, "the synthetic dataset", "dataset.root")
 
 
 def _check_arguments(seed: int, images_per_line: Mapping[str, int], height: int, width: int, density: float) -> None:
@@ -119,23 +119,6 @@ def _settings(
     if bit_depth != 8:
         settings["bit_depth"] = bit_depth
     return json.loads(json.dumps(settings))
-
-
-def _checked_settings(root: Path, settings: dict) -> Path:
-    """`root`, if the dataset in it was generated with `settings`: a folder made with other settings is not
-    silently reused (its path names only the seed)."""
-    recorded = json.loads((root / COMPLETE_MARKER).read_text() or "null")
-    if recorded is not None and recorded != settings:
-        differ = ", ".join(
-            f"{key} {recorded.get(key)!r} there, {settings[key]!r} asked"
-            for key in settings
-            if recorded.get(key) != settings[key]
-        )
-        raise ConfigError(
-            f"the synthetic dataset in {root} was generated with other settings ({differ}); "
-            "give this one its own folder with dataset.root=<new folder>, or delete that one"
-        )
-    return root
 
 
 def _check_target_free(root: Path) -> None:

@@ -47,6 +47,11 @@ def run(cfg: DictConfig) -> float:
     trained = source.config
     if trained.task.name != "classify":
         raise ConfigError(f"ckpt={cfg.ckpt} is a task={trained.task.name} run; task=predict needs a classifier's")
+    if trained.dataset.get("spatial_dims", 2) == 3:
+        raise ConfigError(
+            f"ckpt={cfg.ckpt} takes 3-D crops; task=predict reads 2-D images: tabulate a plate of z-stacks with "
+            "task=embed dataset=cellpainting3d dataset.generate=null dataset.root=<plate> dataset.metadata=<table>"
+        )
     class_names = trained_classes(source, CELL_LINES)
     model = load_trained(source, len(class_names)).to(accelerator.device)
     inputs = model.input_config

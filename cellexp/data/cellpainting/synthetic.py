@@ -25,7 +25,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from cellexp.data.build_once import build_once
+from cellexp.data.build_once import build_once, same_settings
 from cellexp.data.cellpainting.fields import write_field
 from cellexp.data.cellpainting.metadata import Treatment, write_metadata
 from cellexp.data.well_splits import well_splits
@@ -82,7 +82,7 @@ def generate_cellpainting_plate(
         return json.dumps(settings)
 
     build_once(Path(root), build)
-    return Path(root)
+    return same_settings(Path(root), json.loads(json.dumps(settings)), "the generated plate", "dataset.generate_root")
 
 
 def _plate_layout(seed: int, wells_per_treatment: int) -> dict[tuple[str, str], Treatment]:
