@@ -233,7 +233,7 @@ def trained_3d(tmp_path_factory, data_dir, mlflow_uri) -> dict:
 
 @pytest.mark.slow
 def test_a_3d_run_logs_a_split_table_with_each_well_in_one_split(trained_3d):
-    run = tracked_run(trained_3d["cfg"])
+    run = tracked_run(trained_3d["cfg"], trained_3d["folder"])
     assert run.info.status == "FINISHED"
     with open(trained_3d["folder"] / "data" / "splits.csv", newline="") as f:
         wells = list(csv.DictReader(f))
@@ -287,3 +287,19 @@ def test_predict_on_a_3d_run_points_to_embed(trained_3d, tmp_path, data_dir):
     with pytest.raises(ConfigError, match="takes 3-D crops; task=predict reads 2-D images: .* task=embed"):
         cellexp.run(cfg)
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.slow
+def test_the_mlflow_model_of_a_3d_run_predicts_what_the_run_predicted(trained_3d):
+    import mlflow
+
+    run = tracked_run(trained_3d["cfg"], trained_3d["folder"])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    with open(trained_3d["folder"] / "test" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    data = load_crop_data(trained_3d["cfg"].dataset, seed=0)
+    crops = data.store.images("cells")[np.array([int(r["index"]) for r in rows])]
+    assert crops.shape[1:] == (5, 8, 24, 24) and crops.dtype == np.uint16
+    predicted = model.predict(crops)
+    assert list(predicted["predicted"]) == [r["predicted"] for r in rows]
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 5, 8, 24, 24)
