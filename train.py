@@ -15,8 +15,15 @@ from cellexp.engine.preemption import Preempted
 from cellexp.errors import PrunedValue, TrialPruned
 
 log = logging.getLogger("cellexp")
-# what Hydra may build besides the run's own objects: its launchers and sweepers, Optuna's samplers
-APP_BUILDABLE = (*BUILDABLE, "hydra_plugins.*", "optuna.samplers.*")
+# what Hydra may build besides the run's own objects: its launchers and sweepers, cellexp's sweeper and sweep
+# callback, Optuna's samplers
+APP_BUILDABLE = (
+    *BUILDABLE,
+    "hydra_plugins.*",
+    "optuna.samplers.*",
+    "cellexp.sweeper_plugin.CellexpOptunaSweeper",
+    "cellexp.sweep.SweepCallback",
+)
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
     os.environ.setdefault("NO_COLOR", "1")
 

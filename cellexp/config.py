@@ -134,16 +134,63 @@ PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 # the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
 SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 
-# What a config may build (Hydra 1.4's execution whitelist), which also covers what a built callable returns:
-# cellexp's own models and schedules, torch's optimizers and modules, timm's backbones.
-BUILDABLE = ("cellexp.*", "torch.*", "timm.*")
+# What a config may build (Hydra 1.4's execution whitelist): exactly the callables that conf/ names for a run's
+# models, optimizers and schedules (tests/test_hostile_runs.py checks that the list and conf/ agree); no module
+# prefix, since a module tree such as torch.* holds loaders that unpickle files.
+BUILDABLE = (
+    "cellexp.models.backbones.timm_backbone",
+    "cellexp.models.backbones.hybrid_backbone",
+    "cellexp.models.heads.LinearHead",
+    "cellexp.models.heads.MLPHead",
+    "cellexp.models.heads.PublishedMLPHead",
+    "cellexp.models.tensor_network.graph_head",
+    "cellexp.models.elegans_published.published_graph_head",
+    "cellexp.models.dino.DinoHead",
+    "cellexp.models.mil.GatedAttentionMIL",
+    "torch.optim.AdamW",
+    "torch.optim.SGD",
+    "torch.optim.lr_scheduler.ConstantLR",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.lr_scheduler.StepLR",
+    "cellexp.engine.schedulers.PlateauOnMetric",
+    "cellexp.engine.dino.DinoSchedules",
+)
+
+
+# What those callables return (a backbone's timm model, a head's module), which Hydra authorizes as well; a config
+# cannot name these itself, since `build` checks every target against BUILDABLE first.
+RETURNED = ("timm.models.*", "cellexp.models.*", "cellexp.engine.*")
 
 
 def build(node, *args, **kwargs):
-    """`hydra.utils.instantiate`, limited to BUILDABLE: a config naming anything else is refused, not run."""
-    from hydra.utils import instantiate
+    """`hydra.utils.instantiate` of `node` resolved, after every `_target_` in it (list items, `_args_` and nested
+    kwargs included) is found in BUILDABLE: a config naming anything else is refused by name, not run. Hydra's own
+    whitelist is reset to these (the app's, for its plugins, does not reach a run's objects)."""
+    from hydra.utils import execution_whitelist, instantiate
+    from omegaconf import DictConfig
 
-    return instantiate(node, *args, _execution_whitelist_=BUILDABLE, **kwargs)
+    from cellexp.errors import ConfigError
+
+    tree = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    for key, value in walk(tree):
+        if key.rsplit(".", 1)[-1] == "_target_" and value not in BUILDABLE:
+            where = ".".join(filter(None, (node._get_full_key(None) if isinstance(node, DictConfig) else "", key)))
+            raise ConfigError(f"{where}={value!r} is not built: cellexp builds only {', '.join(BUILDABLE)}")
+    allowed = execution_whitelist((*BUILDABLE, *RETURNED), reset=True)
+    return instantiate(tree, *args, _execution_whitelist_=allowed, **kwargs)
+
+
+def walk(node, where: str = ""):
+    """(dotted key, value) for every node and leaf below a plain config tree; list items as `key[i]`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            yield path, value
+            yield from walk(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield f"{where}[{i}]", value
+            yield from walk(value, f"{where}[{i}]")
 
 
 for _name, _fn in {

@@ -13,24 +13,22 @@ size gets its position embedding resampled to the new patch grid, as timm does f
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from cellexp.config import build, project_root
+from cellexp.config import build
 from cellexp.data.transforms import InputConfig
-from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, load_model_state, read_meta
+from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, check_model_file, load_model_state, read_meta
 from cellexp.errors import CheckpointError
 from cellexp.models.classifier import CellClassifier
+from cellexp.run_config import RUN_CONFIG, find_run_config, load_run_config
 
-RUN_CONFIG = "config.yaml"
 _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # Where a checkpoint keeps its backbone, in order of preference: a task=ssl run's teacher, a classifier's.
 BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
@@ -39,7 +37,7 @@ BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
 @dataclass(frozen=True)
 class ResolvedCheckpoint:
     folder: Path  # holds model.safetensors
-    config: DictConfig  # the resolved config of the run that wrote it, checked by `check_targets`
+    config: DictConfig  # the resolved config of the run that wrote it, checked (cellexp.run_config)
 
 
 # ------------------------------------------------------------------------------------------------- building
@@ -112,6 +110,9 @@ def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path, optio
     path = Path(str(spec)).expanduser()
     if path.exists():
         folder = _checkpoint_folder(path, option)
+        check_model_file(folder, option)
+        if (folder / META_FILE).is_file():
+            read_meta(folder)  # parses, or is named now
         return ResolvedCheckpoint(folder, _run_config(folder, option))
     if _MLFLOW_RUN_ID.match(str(spec)):
         return _from_mlflow(str(spec), logger_cfg, cache_dir, option)
@@ -132,58 +133,15 @@ def _checkpoint_folder(path: Path, option: str) -> Path:
 
 
 def _run_config(folder: Path, option: str) -> DictConfig:
-    """The run's resolved config, from the nearest folder above the checkpoint that has one, checked."""
-    for parent in (folder, *folder.parents):
-        if (parent / RUN_CONFIG).is_file():
-            return load_run_config(parent / RUN_CONFIG, option)
-    raise CheckpointError(f"no {RUN_CONFIG} in {folder} or any folder above it: cannot tell which model it holds")
-
-
-def load_run_config(path: Path, option: str = "ckpt") -> DictConfig:
-    try:
-        config = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as err:
-        raise CheckpointError(f"{option}: {path} is not a readable config ({type(err).__name__}: {err})") from None
-    if not isinstance(config, DictConfig):
-        raise CheckpointError(f"{option}: {path} does not hold a config mapping")
-    check_targets(config, f"{option}: {path}")
-    return config
-
-
-@functools.lru_cache(maxsize=1)
-def shipped_targets() -> frozenset[str]:
-    """Every `_target_` that cellexp's own configs (conf/) name: what a loaded config may instantiate."""
-    pattern = re.compile(r"^\s*_target_:\s*([\w.]+)\s*$", re.MULTILINE)
-    conf = Path(project_root()) / "conf"
-    return frozenset(match for path in conf.rglob("*.yaml") for match in pattern.findall(path.read_text()))
-
-
-def check_targets(config: DictConfig, origin: str) -> None:
-    """Refuse a config that would instantiate anything cellexp does not ship, before anything is built."""
-    allowed = shipped_targets()
-
-    def visit(node, where: str) -> None:
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and str(target) not in allowed:
-                raise CheckpointError(
-                    f"{origin} names _target_ {target!r} at {where or 'the top'}, which no cellexp config ships: "
-                    "refusing to build anything from it (a config from elsewhere could run code)"
-                )
-            for key, value in node.items():
-                visit(value, f"{where}.{key}" if where else str(key))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                visit(value, f"{where}[{i}]")
-
-    visit(OmegaConf.to_container(config, resolve=False), "")
+    """The config of the run that wrote the checkpoint, from its own run folder only, checked."""
+    return load_run_config(find_run_config(folder, option), option)
 
 
 def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: str) -> ResolvedCheckpoint:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from cellexp.tracking import configure_mlflow
+    from cellexp.tracking import RUN_ID_FILE, configure_mlflow
 
     configure_mlflow(logger_cfg)
     try:
@@ -193,7 +151,10 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
             f"{option}={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
         ) from None
     local = Path(run.data.tags.get("run_dir", ""))
-    if run.data.tags.get("run_dir") and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
+    # the run's folder on disk, if it is still this run's (a folder that a later run took over is not)
+    owner = local / RUN_ID_FILE
+    ours = run.data.tags.get("run_dir") and owner.is_file() and owner.read_text().strip() == run_id
+    if ours and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
         return ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option))
     target = cache_dir / "mlflow_checkpoints" / run_id
     try:
@@ -202,7 +163,8 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
         config = Path(download(run_id=run_id, artifact_path=RUN_CONFIG, dst_path=str(target)))
     except (MlflowException, OSError) as err:
         raise CheckpointError(
-            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
+            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): "
+            f"{' '.join(str(err).split())}"
         ) from None
     return ResolvedCheckpoint(folder, load_run_config(config, option))
 

@@ -13,6 +13,7 @@ from cellexp.engine.preemption import stop_on_signals
 from cellexp.errors import ConfigError
 from cellexp.schema import validate
 from cellexp.tasks.checks import preflight
+from cellexp.tasks.sources import check_sources
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def run(cfg: DictConfig) -> float:
         raise ConfigError(f"task.name={name!r} is not implemented; available: {', '.join(TASKS)}")
     validate(cfg)  # before any heavy import or any work
     preflight(cfg)
+    check_sources(cfg)  # the checkpoints it names, before its run folder is kept or its MLflow run opened
     run_dir = Path(cfg.paths.output_dir)
     if is_main_rank():
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -121,8 +121,8 @@ def _outline_source(task: DictConfig):
 
 
 def _run_id(spec: str, folder: Path) -> str:
-    """The MLflow run that trained the checkpoint: as given, or as its run folder recorded it ('' if unknown)."""
-    for parent in (folder, *folder.parents):
+    """The MLflow run that trained the checkpoint: as given, or as its own run folder recorded it ('' if unknown)."""
+    for parent in (folder, folder.parent.parent):
         if (parent / RUN_ID_FILE).is_file():
             return (parent / RUN_ID_FILE).read_text().strip()
     return str(spec) if len(str(spec)) == 32 else ""
