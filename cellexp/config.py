@@ -125,8 +125,10 @@ def is_main_rank() -> bool:
 
 
 _STARTED = time.time()
-# what a run folder holds before the run writes results: Hydra's record, the resolved config and the log
-BEFORE_RESULTS = (".hydra", "config.yaml", "train.log")
+# the lock a run holds in its folder while it works there (cellexp.run_folder)
+RUN_LOCK = ".run.lock"
+# what a run folder holds before the run writes results: Hydra's record, the resolved config, the log and the lock
+BEFORE_RESULTS = (".hydra", "config.yaml", "train.log", RUN_LOCK)
 _RESERVED: dict[str, str] = {}
 # What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweep).
 SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
@@ -166,18 +168,22 @@ def build(node, *args, **kwargs):
     """`hydra.utils.instantiate` of `node` resolved, after every `_target_` in it (list items, `_args_` and nested
     kwargs included) is found in BUILDABLE: a config naming anything else is refused by name, not run. Hydra's own
     whitelist is reset to these (the app's, for its plugins, does not reach a run's objects)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import execution_whitelist, instantiate
-    from omegaconf import DictConfig
 
     from cellexp.errors import ConfigError
 
+    origin = node._get_full_key(None) if OmegaConf.is_config(node) else ""
     tree = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     for key, value in walk(tree):
         if key.rsplit(".", 1)[-1] == "_target_" and value not in BUILDABLE:
-            where = ".".join(filter(None, (node._get_full_key(None) if isinstance(node, DictConfig) else "", key)))
+            where = ".".join(filter(None, (origin, key)))
             raise ConfigError(f"{where}={value!r} is not built: cellexp builds only {', '.join(BUILDABLE)}")
     allowed = execution_whitelist((*BUILDABLE, *RETURNED), reset=True)
-    return instantiate(tree, *args, _execution_whitelist_=allowed, **kwargs)
+    try:
+        return instantiate(tree, *args, _execution_whitelist_=allowed, **kwargs)
+    except InstantiationException as err:
+        raise ConfigError(f"{origin or 'config'}: {' '.join(str(err).split())}") from None
 
 
 def walk(node, where: str = ""):

@@ -25,7 +25,7 @@ from torch import nn
 from cellexp.config import build
 from cellexp.data.transforms import InputConfig
 from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, check_model_file, load_model_state, read_meta
-from cellexp.errors import CheckpointError
+from cellexp.errors import CheckpointError, ConfigError
 from cellexp.models.classifier import CellClassifier
 from cellexp.run_config import RUN_CONFIG, find_run_config, load_run_config
 
@@ -46,7 +46,7 @@ class ResolvedCheckpoint:
 def build_backbone(cfg: DictConfig, inputs: InputConfig | None = None, **options) -> nn.Module:
     """The configured backbone, carrying `inputs` (by default the input config that `cfg.dataset` describes)."""
     inputs = inputs or InputConfig.from_dataset(cfg.dataset)
-    backbone = build(cfg.backbone, **options)(in_chans=inputs.in_chans, image_size=inputs.image_size)
+    backbone = _built(cfg.backbone, "backbone", options, in_chans=inputs.in_chans, image_size=inputs.image_size)
     backbone.input_config = inputs
     return backbone
 
@@ -62,8 +62,19 @@ def check_backbone(cfg: DictConfig) -> None:
 def build_model(cfg: DictConfig, num_classes: int, inputs: InputConfig | None = None) -> CellClassifier:
     """Backbone plus the configured head, sized to the backbone's embedding."""
     backbone = build_backbone(cfg, inputs)
-    head = build(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
+    head = _built(cfg.head, "head", {}, in_features=backbone.num_features, num_classes=num_classes)
     return CellClassifier(backbone, head)
+
+
+def _built(node: DictConfig, key: str, options: dict, **inputs) -> nn.Module:
+    """`build(node, **options)(**inputs)`; a key its callable does not take (or a missing one) is named in one
+    line, as a config from elsewhere may have one."""
+    try:
+        return build(node, **options)(**inputs)
+    except TypeError as err:
+        if "keyword argument" not in str(err) and "required positional argument" not in str(err):
+            raise
+        raise ConfigError(f"{key}: {err} (its config has a key that {node.get('_target_')} does not take)") from None
 
 
 def load_weights(model: nn.Module, folder: Path) -> None:

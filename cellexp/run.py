@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from cellexp.config import is_main_rank
 from cellexp.engine.preemption import stop_on_signals
 from cellexp.errors import ConfigError
+from cellexp.run_folder import own_run_dir
 from cellexp.schema import validate
 from cellexp.tasks.checks import preflight
 from cellexp.tasks.sources import check_sources
@@ -30,14 +32,15 @@ def run(cfg: DictConfig) -> float:
     preflight(cfg)
     check_sources(cfg)  # the checkpoints it names, before its run folder is kept or its MLflow run opened
     run_dir = Path(cfg.paths.output_dir)
-    if is_main_rank():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    else:
+    if not is_main_rank():
         _quiet_other_ranks()
-    with stop_on_signals():
-        task = importlib.import_module(f"cellexp.tasks.{name}")
-        return task.run(cfg)
+    # the main rank holds the folder (refusing one that another process or another run holds); other ranks follow it
+    with own_run_dir(cfg, run_dir) if is_main_rank() else nullcontext():
+        if is_main_rank():
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        with stop_on_signals():
+            task = importlib.import_module(f"cellexp.tasks.{name}")
+            return task.run(cfg)
 
 
 def _quiet_other_ranks() -> None:

@@ -171,3 +171,13 @@ def test_the_build_whitelist_names_exactly_the_callables_conf_ships_for_a_run():
     assert set(BUILDABLE) == shipped_targets() - app_only
     assert not any("*" in target for target in BUILDABLE)
     assert "torch.load" not in BUILDABLE and model_targets() < set(BUILDABLE)
+
+
+def test_a_key_the_model_does_not_take_is_named_in_one_line(tmp_path):
+    head = "{_target_: cellexp.models.heads.LinearHead, _partial_: true, bogus: 1}"
+    dataset = "{name: synthetic, in_chans: 1, image_size: 32, normalize: {mean: 0.5, std: 0.25}, cell_lines: [BV2]}"
+    best = _write_run(tmp_path / "foreign", {"head": head, "dataset": dataset}, tmp_path / "payload_ran")
+    (best / "config.yaml").write_text((tmp_path / "foreign" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"^head: .*unexpected keyword argument 'bogus' \(its config has") as err:
+        CellClassifierModel().load_context(SimpleNamespace(artifacts={"checkpoint": best}))
+    assert "\n" not in str(err.value)
