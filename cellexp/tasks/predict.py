@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
-        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size)
+        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels)
         skipped += result.skipped + getattr(outlines, "skipped", [])
         cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
         folder = run_dir / "predict"
@@ -106,6 +106,8 @@ def _check_options(cfg: DictConfig) -> None:
         )
     if int(cfg.task.batch_size) < 1:
         raise ConfigError(f"task.batch_size={cfg.task.batch_size} must be at least 1")
+    if not isinstance(cfg.task.max_pixels, int) or cfg.task.max_pixels < 1:
+        raise ConfigError(f"task.max_pixels={cfg.task.max_pixels!r} must be a positive number of pixels")
 
 
 def _specs(images) -> list[str]:
@@ -116,7 +118,7 @@ def _outline_source(task: DictConfig):
     """The user's masks (a COCO .json or a folder of label images), else the built-in segmenter."""
     if task.masks:
         path = Path(str(task.masks)).expanduser()
-        return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path)
+        return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path, task.max_pixels)
     return Segmenter(SegmenterSettings(**OmegaConf.to_container(task.segmenter)))
 
 
