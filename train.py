@@ -24,6 +24,7 @@ APP_BUILDABLE = (
     "cellexp.sweeper_plugin.CellexpOptunaSweeper",
     "cellexp.sweep.SweepCallback",
 )
+INTERRUPTED = 130  # a shell's exit status for a command ended by Ctrl-C
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
     os.environ.setdefault("NO_COLOR", "1")
 
@@ -37,7 +38,11 @@ def main(cfg: DictConfig) -> float:
         return PrunedValue(pruned.value)
     except Preempted as stop:
         log.warning("%s", stop)
-        _end(stop, exit_status=0)
+        _end(stop, exit_status=INTERRUPTED if stop.signal_name == "SIGINT" else 0)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handling starts (while composing or checking)
+        stop = Preempted(signal_name="SIGINT")
+        log.warning("%s", stop)
+        _end(stop, exit_status=INTERRUPTED)
     except cellexp.CellexpError as err:
         log.error("%s", err)
         _end(err, exit_status=f"error: {err}")

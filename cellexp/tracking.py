@@ -172,8 +172,8 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
     announce_start(record)
     status = "FAILED"
     try:
-        if run is not None and not resumed:
-            _log_run_description(cfg, run_dir)
+        if run is not None:  # a resumed run completes what its first attempt did not log (killed before it did)
+            _log_run_description(cfg, run_dir, run.data if resumed else None)
         yield MlflowTracker(run.info.run_id) if run else NullTracker()
         status = "FINISHED"
         _seal(cfg, run_dir)
@@ -239,16 +239,31 @@ def _close_run(run, status: str, error: BaseException | None = None) -> None:
     retrying(mlflow.end_run, status=status)
 
 
-def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
+def _log_run_description(cfg: DictConfig, run_dir: Path, logged=None) -> None:
+    """The run's params, tags and config.yaml; for a resumed run (`logged`: its MLflow data so far) only those it
+    lacks, since a param once logged cannot change (a resumed run's `trainer.resume` differs from the first's)."""
     import mlflow
 
-    params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
-    retrying(mlflow.log_params, {**params, **swept_params(params)})
+    config_params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
+    params = {**config_params, **swept_params(config_params)}
     tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
-    retrying(mlflow.set_tags, tags)
+    if logged is not None:
+        params = {key: value for key, value in params.items() if key not in logged.params}
+        tags = {key: value for key, value in tags.items() if key not in logged.tags}
+    if params:
+        retrying(mlflow.log_params, params)
+    if tags:
+        retrying(mlflow.set_tags, tags)
     config_file = run_dir / "config.yaml"
-    if config_file.exists():
+    if config_file.exists() and (logged is None or not _has_artifact(config_file.name)):
         retrying(mlflow.log_artifact, str(config_file))
+
+
+def _has_artifact(name: str) -> bool:
+    import mlflow
+
+    run_id = mlflow.active_run().info.run_id
+    return any(item.path == name for item in retrying(mlflow.MlflowClient().list_artifacts, run_id))
 
 
 def flatten_params(tree: Mapping, prefix: str = "") -> dict[str, str]:

@@ -1,17 +1,28 @@
 """Cluster preemption signals (SIGTERM, SIGUSR1): never a silent exit, never a lost result.
 
-For the whole run (`stop_on_signals`), a signal raises `Preempted` wherever the run is (preparing data, testing,
-writing reports), so that the MLflow run is closed KILLED and what is finished stays on disk. While training
-(`PreemptionWatch`), the signal only sets a flag that the loop honours at the next step, after saving a checkpoint.
+For the whole run (`stop_on_signals`), a signal (Ctrl-C's SIGINT too) raises `Preempted` wherever the run is
+(preparing data, testing, writing reports), so that the MLflow run is closed KILLED and what is finished stays on
+disk. While training (`PreemptionWatch`), SIGTERM and SIGUSR1 only set a flag that the loop honours at the next step,
+after saving a checkpoint. Once a stop is under way, further signals are noted and ignored, so that a second Ctrl-C
+never breaks off the closing of the record; the run ends with the first signal's one line. A forked worker (a
+DataLoader's) that gets the signal exits quietly, as on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 from contextlib import contextmanager
 
+log = logging.getLogger(__name__)
+
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
+# the signals received inside the current `stop_on_signals` block, and the process that opened it
+_received: list[str] = []
+_owner = {"pid": None}
 
 
 class Preempted(Exception):
@@ -23,20 +34,28 @@ class Preempted(Exception):
         else:
             message = f"stopped by {signal_name}: finished work is kept; rerun with trainer.resume=auto to continue"
         super().__init__(message)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.signal_name = checkpoint, signal_name
 
 
 def _raise_preempted(signum, frame):
-    raise Preempted(signal_name=signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if os.getpid() != _owner["pid"]:
+        raise KeyboardInterrupt  # a forked worker: it exits quietly, the run's own process stops the run
+    _received.append(name)
+    if len(_received) == 1:
+        raise Preempted(signal_name=name)
+    log.warning("%s received again: the run is already stopping", name)
 
 
 @contextmanager
 def stop_on_signals():
-    """Inside the block, a preemption signal raises `Preempted` (main thread only; elsewhere a no-op)."""
+    """Inside the block, a stop signal raises `Preempted` once (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _raise_preempted) for sig in PREEMPTION_SIGNALS}
+    _received.clear()
+    _owner["pid"] = os.getpid()
+    previous = {sig: signal.signal(sig, _raise_preempted) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -53,6 +72,7 @@ class PreemptionWatch:
 
     def _handle(self, signum, frame):
         self.requested = True
+        _received.append(signal.Signals(signum).name)  # a later signal, after training, is then ignored
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
