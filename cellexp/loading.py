@@ -13,6 +13,7 @@ size gets its position embedding resampled to the new patch grid, as timm does f
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from cellexp.models.classifier import CellClassifier
 from cellexp.run_config import RUN_CONFIG, find_run_config, load_run_config
 
 _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# the largest input a recorded meta.json may ask a model to be built for
+INPUT_LIMITS = {"image_size": 4096, "in_chans": 64, "channels": 64}
 # Where a checkpoint keeps its backbone, in order of preference: a task=ssl run's teacher, a classifier's.
 BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
 
@@ -106,7 +109,28 @@ def trained_classes(source: ResolvedCheckpoint, default: tuple[str, ...]) -> lis
 def trained_inputs(source: ResolvedCheckpoint) -> InputConfig:
     """The input config the checkpoint recorded; its run's `dataset` for checkpoints that recorded none."""
     record = read_meta(source.folder).get("input") if (source.folder / META_FILE).is_file() else None
-    return InputConfig.from_record(record) if record else InputConfig.from_dataset(source.config.dataset)
+    return recorded_inputs(record, source.folder) if record else InputConfig.from_dataset(source.config.dataset)
+
+
+def recorded_inputs(record, folder: Path) -> InputConfig:
+    """A meta.json's input record as an InputConfig, its values checked (sizes a model can be built for, finite
+    scaling): a damaged or foreign meta.json is named in one line, before anything is sized by it."""
+    where = folder / META_FILE
+    try:
+        inputs = InputConfig.from_record(dict(record))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: its input record is not usable ({err})") from None
+    for key, high in INPUT_LIMITS.items():
+        value = getattr(inputs, key)
+        if type(value) is not int or not 1 <= value <= high:
+            raise CheckpointError(f"{where}: input.{key}={value!r} is not an integer from 1 to {high}")
+    ranges = inputs.intensity
+    if ranges is not None and (len(ranges) != inputs.channels or any(len(pair) != 2 for pair in ranges)):
+        raise CheckpointError(f"{where}: input.intensity={ranges} is not one (low, high) pair per channel")
+    scaling = [inputs.mean, inputs.std, *(v for pair in ranges or () for v in pair)]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in scaling) or not inputs.std > 0:
+        raise CheckpointError(f"{where}: input.mean, std or intensity are not finite numbers (std > 0): {scaling}")
+    return inputs
 
 
 # ----------------------------------------------------------------------------------------------- resolving
@@ -123,13 +147,22 @@ def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path, optio
         folder = _checkpoint_folder(path, option)
         check_model_file(folder, option)
         if (folder / META_FILE).is_file():
-            read_meta(folder)  # parses, or is named now
+            _check_meta(folder)
         return ResolvedCheckpoint(folder, _run_config(folder, option))
     if _MLFLOW_RUN_ID.match(str(spec)):
         return _from_mlflow(str(spec), logger_cfg, cache_dir, option)
     raise CheckpointError(
         f"{option}={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
     )
+
+
+def _check_meta(folder: Path) -> None:
+    """The checkpoint's meta.json parses to a mapping whose input record fits, or is named now."""
+    meta = read_meta(folder)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / META_FILE} holds {type(meta).__name__}, not a mapping")
+    if meta.get("input"):
+        recorded_inputs(meta["input"], folder)
 
 
 def _checkpoint_folder(path: Path, option: str) -> Path:

@@ -6,6 +6,7 @@ resolvers, would create a folder); each is tried through evaluate, explain, pred
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -181,3 +182,26 @@ def test_a_key_the_model_does_not_take_is_named_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^head: .*unexpected keyword argument 'bogus' \(its config has") as err:
         CellClassifierModel().load_context(SimpleNamespace(artifacts={"checkpoint": best}))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"input": {"image_size": 60000}}, "input.image_size=60000 is not an integer from 1 to 4096"),
+        ({"input": {"image_size": 32, "in_chans": "3"}}, "input.in_chans='3' is not an integer from 1 to 64"),
+        ({"input": {"image_size": 32, "std": 0}}, "input.mean, std or intensity are not finite numbers"),
+        ({"input": {"image_size": 32, "intensity": [[0]]}}, "is not one (low, high) pair per channel"),
+        ({"input": {"image_size": 32, "intensity": 5}}, "its input record is not usable"),
+        ([1, 2], "holds list, not a mapping"),
+    ],
+)
+def test_a_meta_json_that_would_size_the_model_wrongly_is_named_before_anything_is_built(
+    make_cfg, tmp_path, record, message
+):
+    best = _write_run(tmp_path / "foreign", {"head": LINEAR}, tmp_path / "payload_ran")
+    (best / "config.yaml").write_text((tmp_path / "foreign" / "config.yaml").read_text())
+    (best / "meta.json").write_text(json.dumps(record))
+    for use, load in _uses(make_cfg, tmp_path, best).items():
+        with pytest.raises(CheckpointError) as err:
+            load()
+        assert message in str(err.value) and "meta.json" in str(err.value) and "\n" not in str(err.value), use

@@ -3,8 +3,10 @@ loads that run's own weights."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from safetensors.torch import save_file
 import cellexp
 from cellexp.config import RUN_LOCK
 from cellexp.engine.checkpoint import load_model_state
-from cellexp.errors import ConfigError
+from cellexp.errors import CellexpError, ConfigError
 from cellexp.tracking import RUN_ID_FILE
 from tests.conftest import tracked_run
 
@@ -67,3 +69,60 @@ def test_a_second_process_in_a_folder_in_use_is_refused_by_name(make_cfg, tmp_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+# ----------------------------------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs under tmp_path (where the machine lets this process mount one)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk, leave: int) -> Path:
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(shutil.disk_usage(disk).free - leave, 0))
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_first_checkpoint_is_one_line_and_the_run_resumes(make_cfg, small_disk):
+    (small_disk / "run").mkdir()
+    filler = _fill(small_disk, leave=256 * 1024)  # the config and the run id fit, a checkpoint does not
+    cfg = make_cfg([*SMALL, "head=linear"], run_name="disk/run")  # no head figure: the checkpoint is what fills it
+    with pytest.raises(CellexpError, match=r"^no space left on the device writing .*: free some space, then") as err:
+        cellexp.run(cfg)
+    assert "\n" not in str(err.value), str(err.value)
+    assert tracked_run(cfg).info.status == "FAILED"
+    checkpoints = small_disk / "run" / "checkpoints"
+    assert any(".tmp-" in p.name for p in checkpoints.iterdir())  # it was the checkpoint's write that failed
+    assert not [p for p in checkpoints.iterdir() if not p.name.startswith(".")]  # nothing half-written counts
+    filler.unlink()
+    resumed = make_cfg([*SMALL, "head=linear", "trainer.resume=auto"], run_name="disk/run")
+    cellexp.run(resumed)
+    assert tracked_run(resumed).info.status == "FINISHED"
+
+
+def test_a_full_disk_at_the_start_is_one_line(make_cfg, small_disk):
+    (small_disk / "run").mkdir()
+    _fill(small_disk, leave=0)
+    with pytest.raises(CellexpError, match=r"^no space left on the device writing ") as err:
+        cellexp.run(make_cfg([*SMALL, "logger=none"], run_name="disk/run"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_generating_data_is_one_line_and_leaves_no_dataset(make_cfg, small_disk):
+    _fill(small_disk, leave=512 * 1024)
+    cfg = make_cfg([*SMALL, f"paths.data_dir={small_disk / 'data'}", "logger=none"], run_name="run")
+    with pytest.raises(CellexpError, match=r"^no space left on the device writing ") as err:
+        cellexp.run(cfg)
+    assert "\n" not in str(err.value)
+    assert not (small_disk / "data" / "synthetic_livecell" / "seed0").exists()  # only its .partial staging
