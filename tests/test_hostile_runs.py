@@ -205,3 +205,31 @@ def test_a_meta_json_that_would_size_the_model_wrongly_is_named_before_anything_
         with pytest.raises(CheckpointError) as err:
             load()
         assert message in str(err.value) and "meta.json" in str(err.value) and "\n" not in str(err.value), use
+
+
+@pytest.mark.parametrize("where", ["beside the weights", "in a parent folder"])
+def test_the_mlflow_model_loader_runs_no_payload(tmp_path, where):
+    import mlflow
+
+    from cellexp.mlflow_model import MODEL_CODE
+
+    marker = tmp_path / "payload_ran"
+    best = _write_run(tmp_path / "foreign", {"head": LOAD}, marker)
+    saved = tmp_path / "models" / "model"
+    mlflow.pyfunc.save_model(
+        str(saved), python_model=str(MODEL_CODE), artifacts={"checkpoint": str(best)}, pip_requirements=[]
+    )
+    staged = next(path.parent for path in saved.rglob("model.safetensors"))
+    hostile = (tmp_path / "foreign" / "config.yaml").read_text().replace(str(tmp_path / "foreign"), str(staged))
+    if where == "beside the weights":
+        (staged / "config.yaml").write_text(hostile)
+        (staged / "payload.pkl").write_bytes((tmp_path / "foreign" / "payload.pkl").read_bytes())
+        message = "names _target_ 'torch.load' at head"
+    else:  # the model's own config removed, a hostile one waiting above it
+        (staged / "config.yaml").unlink(missing_ok=True)
+        for parent in (staged.parent, saved, saved.parent):
+            (parent / "config.yaml").write_text(hostile)
+        message = "no config.yaml in"
+    with pytest.raises(CheckpointError, match=message) as err:
+        mlflow.pyfunc.load_model(str(saved))
+    assert "\n" not in str(err.value) and not marker.exists()
