@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -53,6 +54,7 @@ def _end(err: Exception, exit_status) -> None:
     the sweeper records it as failed and goes on with the other jobs (exiting would end the whole sweep)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         raise err
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while exiting changes nothing
     if not isinstance(err, Preempted):
         release_run_dir(HydraConfig.get().runtime.output_dir)
     sys.exit(exit_status)

@@ -19,7 +19,7 @@ import cellexp
 from cellexp.config import BUILDABLE
 from cellexp.errors import CellexpError, CheckpointError, ConfigError
 from cellexp.mlflow_model import CellClassifierModel
-from cellexp.run_config import model_targets, shipped_targets
+from cellexp.run_config import find_run_config, load_run_config, model_targets, shipped_targets
 
 LINEAR = "{_target_: cellexp.models.heads.LinearHead, _partial_: true}"
 BACKBONE = "{_target_: cellexp.models.backbones.timm_backbone, _partial_: true, model_name: test_resnet, family: cnn}"
@@ -232,4 +232,37 @@ def test_the_mlflow_model_loader_runs_no_payload(tmp_path, where):
         message = "no config.yaml in"
     with pytest.raises(CheckpointError, match=message) as err:
         mlflow.pyfunc.load_model(str(saved))
+    assert "\n" not in str(err.value) and not marker.exists()
+
+
+# every resolver that OmegaConf, Hydra and cellexp register; each would be evaluated on access if a loaded config
+# were resolved
+RESOLVERS = [
+    *("oc.coerce", "oc.create", "oc.decode", "oc.deprecated", "oc.dict.keys", "oc.dict.values", "oc.env", "oc.select"),
+    *("hydra", "now", "python_version", "hydra_override_dirname", "hydra_deprecated_override_dirname"),
+    *("cellexp.auto_if_requeued", "cellexp.main_rank_only", "cellexp.project_root", "cellexp.run_dir"),
+    *("cellexp.run_id", "cellexp.study_name", "cellexp.sweep_id"),
+]
+
+
+def test_the_resolver_list_covers_every_registered_resolver():
+    from omegaconf.basecontainer import BaseContainer
+
+    assert set(BaseContainer._resolvers) <= set(RESOLVERS)
+
+
+@pytest.mark.parametrize("resolver", RESOLVERS)
+@pytest.mark.parametrize("place", ["value", "inside a string", "list item", "key of a target's options"])
+def test_no_resolver_in_a_loaded_config_is_ever_evaluated(tmp_path, resolver, place):
+    marker = tmp_path / "made_by_a_resolver"
+    call = f"${{{resolver}:{marker}}}"
+    node = {
+        "value": f"'{call}'",
+        "inside a string": f"'prefix {call} suffix'",
+        "list item": f"[1, '{call}']",
+        "key of a target's options": f"{{_target_: cellexp.models.heads.LinearHead, dim: '{call}'}}",
+    }[place]
+    best = _write_run(tmp_path / "foreign", {"head": LINEAR, "extra": node}, marker)
+    with pytest.raises(CheckpointError, match=r"has an interpolation at extra.*: a saved run config holds") as err:
+        load_run_config(find_run_config(best, "ckpt"))
     assert "\n" not in str(err.value) and not marker.exists()
