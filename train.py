@@ -49,11 +49,13 @@ def main(cfg: DictConfig) -> float:
         _end(err, exit_status=f"error: {err}")
 
 
-def _end(err: Exception, exit_status) -> None:
+def _end(err: BaseException, exit_status) -> None:
     """A single run exits with one clear line, leaving no folder if it wrote nothing; a multirun job raises, so that
     the sweeper records it as failed and goes on with the other jobs (exiting would end the whole sweep)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise err
+        if isinstance(err, Exception):
+            raise err
+        raise RuntimeError(str(err)) from None  # a stopped job: failed for the sweeper, which records it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while exiting changes nothing
     if not isinstance(err, Preempted):
         release_run_dir(HydraConfig.get().runtime.output_dir)

@@ -24,7 +24,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import PARENT_RUN_ENV, SWEEP_KEYS_ENV, default_tracking_uri
-from cellexp.engine.preemption import Preempted
+from cellexp.engine.preemption import Preempted, shielded, signals_held
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
@@ -160,18 +160,19 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         yield NullTracker()
         return
     tracked = cfg.logger.name != "none"
-    run, resumed = _open_run(cfg, run_dir) if tracked else (None, False)
-    record = RunRecord(
-        task=str(cfg.task.name),
-        run_dir=run_dir,
-        run_id=run.info.run_id if run else None,
-        experiment=cfg.logger.experiment_name if tracked else None,
-        tracking_uri=tracking_uri(cfg.logger) if tracked else None,
-        default_uri=default_tracking_uri(),
-    )
-    announce_start(record)
-    status = "FAILED"
+    run, resumed, record, status = None, False, None, "FAILED"
     try:
+        with signals_held():  # a signal while the MLflow run opens stops it once it is open, so it is closed KILLED
+            run, resumed = _open_run(cfg, run_dir) if tracked else (None, False)
+            record = RunRecord(
+                task=str(cfg.task.name),
+                run_dir=run_dir,
+                run_id=run.info.run_id if run else None,
+                experiment=cfg.logger.experiment_name if tracked else None,
+                tracking_uri=tracking_uri(cfg.logger) if tracked else None,
+                default_uri=default_tracking_uri(),
+            )
+            announce_start(record)
         if run is not None:  # a resumed run completes what its first attempt did not log (killed before it did)
             _log_run_description(cfg, run_dir, run.data if resumed else None)
         yield MlflowTracker(run.info.run_id) if run else NullTracker()
@@ -188,13 +189,16 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
     except BaseException as err:
         status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
         if run is not None:
-            _close_run(run, status, error=err)
+            with shielded():  # a second Ctrl-C does not break off the closing
+                _close_run(run, status, error=err)
             run = None
         raise
     finally:
-        if run is not None:
-            _close_run(run, status)
-        announce_end(record, status)
+        with shielded():
+            if run is not None:
+                _close_run(run, status)
+            if record is not None:
+                announce_end(record, status)
 
 
 def _seal(cfg: DictConfig, run_dir: Path) -> None:

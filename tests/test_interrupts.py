@@ -57,8 +57,8 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def _train(tmp_path: Path, folder: str, *overrides: str, driver: str | None = None) -> subprocess.CompletedProcess:
-    settings = [
+def _train_settings(tmp_path: Path, folder: str, *overrides: str) -> list[str]:
+    return [
         f"hydra.run.dir={tmp_path / folder}",
         f"paths.data_dir={tmp_path / 'data'}",
         f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -73,6 +73,10 @@ def _train(tmp_path: Path, folder: str, *overrides: str, driver: str | None = No
         *SHORT,
         *overrides,
     ]
+
+
+def _train(tmp_path: Path, folder: str, *overrides: str, driver: str | None = None) -> subprocess.CompletedProcess:
+    settings = _train_settings(tmp_path, folder, *overrides)
     command = [sys.executable, "-c", driver, *settings] if driver else [sys.executable, "train.py", *settings]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env())
 
@@ -105,3 +109,31 @@ def test_a_run_killed_before_its_params_were_logged_is_completed_by_its_resume(t
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _record(tmp_path, "killed") == _record(tmp_path, "whole")
     assert MlflowClient().get_run(first.info.run_id).data.tags["run_dir"] == str(tmp_path / "killed")
+
+
+def test_two_ctrl_c_on_train_py_end_in_one_line_and_a_killed_record(tmp_path):
+    settings = _train_settings(tmp_path, "ctrl_c")
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *settings],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(),
+    )
+    lines = []
+    for line in process.stdout:  # wait until the run is under way, its MLflow run open
+        lines.append(line)
+        if "started run" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    lines += process.stdout.readlines()
+    process.wait(timeout=300)
+    stderr = "".join(lines)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    assert stderr.count("stopped by SIGINT: finished work is kept; rerun with trainer.resume=auto") == 1
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = (tmp_path / "ctrl_c" / "mlflow_run_id").read_text().strip()
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"

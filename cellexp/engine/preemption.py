@@ -3,9 +3,9 @@
 For the whole run (`stop_on_signals`), a signal (Ctrl-C's SIGINT too) raises `Preempted` wherever the run is
 (preparing data, testing, writing reports), so that the MLflow run is closed KILLED and what is finished stays on
 disk. While training (`PreemptionWatch`), SIGTERM and SIGUSR1 only set a flag that the loop honours at the next step,
-after saving a checkpoint. Once a stop is under way, further signals are noted and ignored, so that a second Ctrl-C
-never breaks off the closing of the record; the run ends with the first signal's one line. A forked worker (a
-DataLoader's) that gets the signal exits quietly, as on Ctrl-C.
+after saving a checkpoint. While the record of a stopping run is being closed (`shielded`), further signals are noted
+and ignored, so that a second Ctrl-C never breaks off the closing; elsewhere a second signal raises `Preempted`
+again, with the same one line. A forked worker (a DataLoader's) that gets the signal exits quietly, as on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ log = logging.getLogger(__name__)
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 STOP_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
-# the signals received inside the current `stop_on_signals` block, and the process that opened it
-_received: list[str] = []
-_owner = {"pid": None}
+# the process that opened the current `stop_on_signals` block, how many `shielded` and `signals_held` blocks are
+# open, and the signal held back by the latter
+_state = {"pid": None, "shielded": 0, "held": 0, "pending": None}
 
 
-class Preempted(Exception):
-    """The run stopped on a signal; rerun with trainer.resume=auto to continue."""
+class Preempted(BaseException):
+    """The run stopped on a signal; rerun with trainer.resume=auto to continue. A BaseException, as
+    KeyboardInterrupt is: a library's `except Exception` (a parser, a store's retry) never swallows the stop."""
 
     def __init__(self, checkpoint=None, signal_name: str = "a preemption signal"):
         if checkpoint is not None:
@@ -39,12 +40,15 @@ class Preempted(Exception):
 
 def _raise_preempted(signum, frame):
     name = signal.Signals(signum).name
-    if os.getpid() != _owner["pid"]:
+    if os.getpid() != _state["pid"]:
         raise KeyboardInterrupt  # a forked worker: it exits quietly, the run's own process stops the run
-    _received.append(name)
-    if len(_received) == 1:
-        raise Preempted(signal_name=name)
-    log.warning("%s received again: the run is already stopping", name)
+    if _state["held"]:
+        _state["pending"] = _state["pending"] or name
+        return
+    if _state["shielded"]:
+        log.warning("%s received while the run's record is being closed: it is already stopping", name)
+        return
+    raise Preempted(signal_name=name)
 
 
 @contextmanager
@@ -53,14 +57,37 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _received.clear()
-    _owner["pid"] = os.getpid()
+    _state["pid"] = os.getpid()
     previous = {sig: signal.signal(sig, _raise_preempted) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def shielded():
+    """Inside the block (closing a stopping run's record), stop signals are logged and ignored."""
+    _state["shielded"] += 1
+    try:
+        yield
+    finally:
+        _state["shielded"] -= 1
+
+
+@contextmanager
+def signals_held():
+    """Inside the block (opening a run's record), a stop signal is held back and raised as `Preempted` when the
+    block ends, so that it never falls between a record being opened and the code that closes it."""
+    _state["held"] += 1
+    try:
+        yield
+    finally:
+        _state["held"] -= 1
+    pending, _state["pending"] = _state["pending"], None
+    if pending and not _state["held"]:
+        raise Preempted(signal_name=pending)
 
 
 class PreemptionWatch:
@@ -72,7 +99,6 @@ class PreemptionWatch:
 
     def _handle(self, signum, frame):
         self.requested = True
-        _received.append(signal.Signals(signum).name)  # a later signal, after training, is then ignored
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
