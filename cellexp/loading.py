@@ -199,7 +199,9 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
     owner = local / RUN_ID_FILE
     ours = run.data.tags.get("run_dir") and owner.is_file() and owner.read_text().strip() == run_id
     if ours and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
-        return ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option))
+        return _checked(
+            ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option)), option
+        )
     target = cache_dir / "mlflow_checkpoints" / run_id
     try:
         download = mlflow.artifacts.download_artifacts
@@ -210,7 +212,15 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
             f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): "
             f"{' '.join(str(err).split())}"
         ) from None
-    return ResolvedCheckpoint(folder, load_run_config(config, option))
+    return _checked(ResolvedCheckpoint(folder, load_run_config(config, option)), option)
+
+
+def _checked(source: ResolvedCheckpoint, option: str = "ckpt") -> ResolvedCheckpoint:
+    """`source` once its weights file and meta.json are checked (a run's, found through MLflow)."""
+    check_model_file(source.folder, option)
+    if (source.folder / META_FILE).is_file():
+        _check_meta(source.folder)
+    return source
 
 
 # ---------------------------------------------------------------------------------------- other runs' backbones

@@ -239,7 +239,8 @@ def test_the_mlflow_model_loader_runs_no_payload(tmp_path, where):
 # were resolved
 RESOLVERS = [
     *("oc.coerce", "oc.create", "oc.decode", "oc.deprecated", "oc.dict.keys", "oc.dict.values", "oc.env", "oc.select"),
-    *("hydra", "now", "python_version", "hydra_override_dirname", "hydra_deprecated_override_dirname"),
+    *("hydra", "hydra.instantiate_override", "now", "python_version"),
+    *("hydra_override_dirname", "hydra_deprecated_override_dirname"),
     *("cellexp.auto_if_requeued", "cellexp.main_rank_only", "cellexp.project_root", "cellexp.run_dir"),
     *("cellexp.run_id", "cellexp.study_name", "cellexp.sweep_id"),
 ]
