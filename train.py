@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -15,8 +16,16 @@ from cellexp.engine.preemption import Preempted
 from cellexp.errors import PrunedValue, TrialPruned
 
 log = logging.getLogger("cellexp")
-# what Hydra may build besides the run's own objects: its launchers and sweepers, Optuna's samplers
-APP_BUILDABLE = (*BUILDABLE, "hydra_plugins.*", "optuna.samplers.*")
+# what Hydra may build besides the run's own objects: its launchers and sweepers, cellexp's sweeper and sweep
+# callback, Optuna's samplers
+APP_BUILDABLE = (
+    *BUILDABLE,
+    "hydra_plugins.*",
+    "optuna.samplers.*",
+    "cellexp.sweeper_plugin.CellexpOptunaSweeper",
+    "cellexp.sweep.SweepCallback",
+)
+INTERRUPTED = 130  # a shell's exit status for a command ended by Ctrl-C
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
     os.environ.setdefault("NO_COLOR", "1")
 
@@ -30,17 +39,24 @@ def main(cfg: DictConfig) -> float:
         return PrunedValue(pruned.value)
     except Preempted as stop:
         log.warning("%s", stop)
-        _end(stop, exit_status=0)
+        _end(stop, exit_status=INTERRUPTED if stop.signal_name == "SIGINT" else 0)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handling starts (while composing or checking)
+        stop = Preempted(signal_name="SIGINT")
+        log.warning("%s", stop)
+        _end(stop, exit_status=INTERRUPTED)
     except cellexp.CellexpError as err:
         log.error("%s", err)
         _end(err, exit_status=f"error: {err}")
 
 
-def _end(err: Exception, exit_status) -> None:
+def _end(err: BaseException, exit_status) -> None:
     """A single run exits with one clear line, leaving no folder if it wrote nothing; a multirun job raises, so that
     the sweeper records it as failed and goes on with the other jobs (exiting would end the whole sweep)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise err
+        if isinstance(err, Exception):
+            raise err
+        raise RuntimeError(str(err)) from None  # a stopped job: failed for the sweeper, which records it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while exiting changes nothing
     if not isinstance(err, Preempted):
         release_run_dir(HydraConfig.get().runtime.output_dir)
     sys.exit(exit_status)

@@ -125,8 +125,10 @@ def is_main_rank() -> bool:
 
 
 _STARTED = time.time()
-# what a run folder holds before the run writes results: Hydra's record, the resolved config and the log
-BEFORE_RESULTS = (".hydra", "config.yaml", "train.log")
+# the lock a run holds in its folder while it works there (cellexp.run_folder)
+RUN_LOCK = ".run.lock"
+# what a run folder holds before the run writes results: Hydra's record, the resolved config, the log and the lock
+BEFORE_RESULTS = (".hydra", "config.yaml", "train.log", RUN_LOCK)
 _RESERVED: dict[str, str] = {}
 # What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweep).
 SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
@@ -134,13 +136,37 @@ PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 # the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)
 SWEEP_KEYS_ENV = "CELLEXP_SWEEP_KEYS"
 
-# What a config may build (Hydra 1.4's execution whitelist), which also covers what a built callable returns:
-# cellexp's own models and schedules, torch's optimizers and modules, timm's backbones, the two MONAI networks that
-# cellexp's 3-D backbones return.
+# What a config may build (Hydra 1.4's execution whitelist): exactly the callables that conf/ names for a run's
+# models, optimizers and schedules (tests/test_hostile_runs.py checks that the list and conf/ agree); no module
+# prefix, since a module tree such as torch.* holds loaders that unpickle files.
 BUILDABLE = (
-    "cellexp.*",
-    "torch.*",
-    "timm.*",
+    "cellexp.models.backbones.timm_backbone",
+    "cellexp.models.backbones.hybrid_backbone",
+    "cellexp.models.backbones3d.efficientnet3d",
+    "cellexp.models.backbones3d.resnet3d",
+    "cellexp.models.heads.LinearHead",
+    "cellexp.models.heads.MLPHead",
+    "cellexp.models.heads.PublishedMLPHead",
+    "cellexp.models.tensor_network.graph_head",
+    "cellexp.models.elegans_published.published_graph_head",
+    "cellexp.models.dino.DinoHead",
+    "cellexp.models.mil.GatedAttentionMIL",
+    "torch.optim.AdamW",
+    "torch.optim.SGD",
+    "torch.optim.lr_scheduler.ConstantLR",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.lr_scheduler.StepLR",
+    "cellexp.engine.schedulers.PlateauOnMetric",
+    "cellexp.engine.dino.DinoSchedules",
+)
+
+
+# What those callables return (a backbone's timm or MONAI model, a head's module), which Hydra authorizes as well; a
+# config cannot name these itself, since `build` checks every target against BUILDABLE first.
+RETURNED = (
+    "timm.models.*",
+    "cellexp.models.*",
+    "cellexp.engine.*",
     "monai.networks.nets.efficientnet.EfficientNet",
     "monai.networks.nets.efficientnet.EfficientNetBN",
     "monai.networks.nets.resnet.ResNet",
@@ -148,10 +174,38 @@ BUILDABLE = (
 
 
 def build(node, *args, **kwargs):
-    """`hydra.utils.instantiate`, limited to BUILDABLE: a config naming anything else is refused, not run."""
-    from hydra.utils import instantiate
+    """`hydra.utils.instantiate` of `node` resolved, after every `_target_` in it (list items, `_args_` and nested
+    kwargs included) is found in BUILDABLE: a config naming anything else is refused by name, not run. Hydra's own
+    whitelist is reset to these (the app's, for its plugins, does not reach a run's objects)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import execution_whitelist, instantiate
 
-    return instantiate(node, *args, _execution_whitelist_=BUILDABLE, **kwargs)
+    from cellexp.errors import ConfigError
+
+    origin = node._get_full_key(None) if OmegaConf.is_config(node) else ""
+    tree = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    for key, value in walk(tree):
+        if key.rsplit(".", 1)[-1] == "_target_" and value not in BUILDABLE:
+            where = ".".join(filter(None, (origin, key)))
+            raise ConfigError(f"{where}={value!r} is not built: cellexp builds only {', '.join(BUILDABLE)}")
+    allowed = execution_whitelist((*BUILDABLE, *RETURNED), reset=True)
+    try:
+        return instantiate(tree, *args, _execution_whitelist_=allowed, **kwargs)
+    except InstantiationException as err:
+        raise ConfigError(f"{origin or 'config'}: {' '.join(str(err).split())}") from None
+
+
+def walk(node, where: str = ""):
+    """(dotted key, value) for every node and leaf below a plain config tree; list items as `key[i]`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            yield path, value
+            yield from walk(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield f"{where}[{i}]", value
+            yield from walk(value, f"{where}[{i}]")
 
 
 for _name, _fn in {

@@ -13,25 +13,26 @@ size gets its position embedding resampled to the new patch grid, as timm does f
 
 from __future__ import annotations
 
-import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from cellexp.config import build, project_root
+from cellexp.config import build
 from cellexp.data.transforms import InputConfig
-from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, load_model_state, read_meta
+from cellexp.engine.checkpoint import BEST, META_FILE, MODEL_FILE, check_model_file, load_model_state, read_meta
 from cellexp.errors import CheckpointError, ConfigError
 from cellexp.models.classifier import CellClassifier
+from cellexp.run_config import RUN_CONFIG, find_run_config, load_run_config
 
-RUN_CONFIG = "config.yaml"
 _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# the largest input a recorded meta.json may ask a model to be built for
+INPUT_LIMITS = {"image_size": 4096, "in_chans": 64, "channels": 64, "depth": 1024}  # depth: 3-D crops' planes
 # Where a checkpoint keeps its backbone, in order of preference: a task=ssl run's teacher, a classifier's.
 BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
 
@@ -39,7 +40,7 @@ BACKBONE_PREFIXES = ("teacher.backbone.", "backbone.")
 @dataclass(frozen=True)
 class ResolvedCheckpoint:
     folder: Path  # holds model.safetensors
-    config: DictConfig  # the resolved config of the run that wrote it, checked by `check_targets`
+    config: DictConfig  # the resolved config of the run that wrote it, checked (cellexp.run_config)
 
 
 # ------------------------------------------------------------------------------------------------- building
@@ -48,7 +49,7 @@ class ResolvedCheckpoint:
 def build_backbone(cfg: DictConfig, inputs: InputConfig | None = None, **options) -> nn.Module:
     """The configured backbone, carrying `inputs` (by default the input config that `cfg.dataset` describes)."""
     inputs = inputs or InputConfig.from_dataset(cfg.dataset)
-    backbone = build(cfg.backbone, **options)(in_chans=inputs.in_chans, image_size=inputs.image_size)
+    backbone = _built(cfg.backbone, "backbone", options, in_chans=inputs.in_chans, image_size=inputs.image_size)
     backbone.input_config = inputs
     return backbone
 
@@ -72,8 +73,19 @@ def check_backbone(cfg: DictConfig) -> None:
 def build_model(cfg: DictConfig, num_classes: int, inputs: InputConfig | None = None) -> CellClassifier:
     """Backbone plus the configured head, sized to the backbone's embedding."""
     backbone = build_backbone(cfg, inputs)
-    head = build(cfg.head)(in_features=backbone.num_features, num_classes=num_classes)
+    head = _built(cfg.head, "head", {}, in_features=backbone.num_features, num_classes=num_classes)
     return CellClassifier(backbone, head)
+
+
+def _built(node: DictConfig, key: str, options: dict, **inputs) -> nn.Module:
+    """`build(node, **options)(**inputs)`; a key its callable does not take (or a missing one) is named in one
+    line, as a config from elsewhere may have one."""
+    try:
+        return build(node, **options)(**inputs)
+    except TypeError as err:
+        if "keyword argument" not in str(err) and "required positional argument" not in str(err):
+            raise
+        raise ConfigError(f"{key}: {err} (its config has a key that {node.get('_target_')} does not take)") from None
 
 
 def load_weights(model: nn.Module, folder: Path) -> None:
@@ -105,7 +117,28 @@ def trained_classes(source: ResolvedCheckpoint, default: tuple[str, ...]) -> lis
 def trained_inputs(source: ResolvedCheckpoint) -> InputConfig:
     """The input config the checkpoint recorded; its run's `dataset` for checkpoints that recorded none."""
     record = read_meta(source.folder).get("input") if (source.folder / META_FILE).is_file() else None
-    return InputConfig.from_record(record) if record else InputConfig.from_dataset(source.config.dataset)
+    return recorded_inputs(record, source.folder) if record else InputConfig.from_dataset(source.config.dataset)
+
+
+def recorded_inputs(record, folder: Path) -> InputConfig:
+    """A meta.json's input record as an InputConfig, its values checked (sizes a model can be built for, finite
+    scaling): a damaged or foreign meta.json is named in one line, before anything is sized by it."""
+    where = folder / META_FILE
+    try:
+        inputs = InputConfig.from_record(dict(record))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: its input record is not usable ({err})") from None
+    for key, high in INPUT_LIMITS.items():
+        value = getattr(inputs, key)
+        if (key != "depth" or value is not None) and (type(value) is not int or not 1 <= value <= high):
+            raise CheckpointError(f"{where}: input.{key}={value!r} is not an integer from 1 to {high}")
+    ranges = inputs.intensity
+    if ranges is not None and (len(ranges) != inputs.channels or any(len(pair) != 2 for pair in ranges)):
+        raise CheckpointError(f"{where}: input.intensity={ranges} is not one (low, high) pair per channel")
+    scaling = [inputs.mean, inputs.std, *(v for pair in ranges or () for v in pair)]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in scaling) or not inputs.std > 0:
+        raise CheckpointError(f"{where}: input.mean, std or intensity are not finite numbers (std > 0): {scaling}")
+    return inputs
 
 
 # ----------------------------------------------------------------------------------------------- resolving
@@ -120,12 +153,24 @@ def resolve_checkpoint(spec: str, logger_cfg: DictConfig, cache_dir: Path, optio
     path = Path(str(spec)).expanduser()
     if path.exists():
         folder = _checkpoint_folder(path, option)
+        check_model_file(folder, option)
+        if (folder / META_FILE).is_file():
+            _check_meta(folder)
         return ResolvedCheckpoint(folder, _run_config(folder, option))
     if _MLFLOW_RUN_ID.match(str(spec)):
         return _from_mlflow(str(spec), logger_cfg, cache_dir, option)
     raise CheckpointError(
         f"{option}={spec!r} is neither an existing file or folder nor an MLflow run id (32 hex characters)"
     )
+
+
+def _check_meta(folder: Path) -> None:
+    """The checkpoint's meta.json parses to a mapping whose input record fits, or is named now."""
+    meta = read_meta(folder)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / META_FILE} holds {type(meta).__name__}, not a mapping")
+    if meta.get("input"):
+        recorded_inputs(meta["input"], folder)
 
 
 def _checkpoint_folder(path: Path, option: str) -> Path:
@@ -140,58 +185,15 @@ def _checkpoint_folder(path: Path, option: str) -> Path:
 
 
 def _run_config(folder: Path, option: str) -> DictConfig:
-    """The run's resolved config, from the nearest folder above the checkpoint that has one, checked."""
-    for parent in (folder, *folder.parents):
-        if (parent / RUN_CONFIG).is_file():
-            return load_run_config(parent / RUN_CONFIG, option)
-    raise CheckpointError(f"no {RUN_CONFIG} in {folder} or any folder above it: cannot tell which model it holds")
-
-
-def load_run_config(path: Path, option: str = "ckpt") -> DictConfig:
-    try:
-        config = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as err:
-        raise CheckpointError(f"{option}: {path} is not a readable config ({type(err).__name__}: {err})") from None
-    if not isinstance(config, DictConfig):
-        raise CheckpointError(f"{option}: {path} does not hold a config mapping")
-    check_targets(config, f"{option}: {path}")
-    return config
-
-
-@functools.lru_cache(maxsize=1)
-def shipped_targets() -> frozenset[str]:
-    """Every `_target_` that cellexp's own configs (conf/) name: what a loaded config may instantiate."""
-    pattern = re.compile(r"^\s*_target_:\s*([\w.]+)\s*$", re.MULTILINE)
-    conf = Path(project_root()) / "conf"
-    return frozenset(match for path in conf.rglob("*.yaml") for match in pattern.findall(path.read_text()))
-
-
-def check_targets(config: DictConfig, origin: str) -> None:
-    """Refuse a config that would instantiate anything cellexp does not ship, before anything is built."""
-    allowed = shipped_targets()
-
-    def visit(node, where: str) -> None:
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and str(target) not in allowed:
-                raise CheckpointError(
-                    f"{origin} names _target_ {target!r} at {where or 'the top'}, which no cellexp config ships: "
-                    "refusing to build anything from it (a config from elsewhere could run code)"
-                )
-            for key, value in node.items():
-                visit(value, f"{where}.{key}" if where else str(key))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                visit(value, f"{where}[{i}]")
-
-    visit(OmegaConf.to_container(config, resolve=False), "")
+    """The config of the run that wrote the checkpoint, from its own run folder only, checked."""
+    return load_run_config(find_run_config(folder, option), option)
 
 
 def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: str) -> ResolvedCheckpoint:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from cellexp.tracking import configure_mlflow
+    from cellexp.tracking import RUN_ID_FILE, configure_mlflow
 
     configure_mlflow(logger_cfg)
     try:
@@ -201,8 +203,13 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
             f"{option}={run_id}: no such MLflow run in {mlflow.get_tracking_uri()} ({err.message})"
         ) from None
     local = Path(run.data.tags.get("run_dir", ""))
-    if run.data.tags.get("run_dir") and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
-        return ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option))
+    # the run's folder on disk, if it is still this run's (a folder that a later run took over is not)
+    owner = local / RUN_ID_FILE
+    ours = run.data.tags.get("run_dir") and owner.is_file() and owner.read_text().strip() == run_id
+    if ours and (local / "checkpoints" / BEST / MODEL_FILE).is_file():
+        return _checked(
+            ResolvedCheckpoint(local / "checkpoints" / BEST, load_run_config(local / RUN_CONFIG, option)), option
+        )
     target = cache_dir / "mlflow_checkpoints" / run_id
     try:
         download = mlflow.artifacts.download_artifacts
@@ -210,9 +217,18 @@ def _from_mlflow(run_id: str, logger_cfg: DictConfig, cache_dir: Path, option: s
         config = Path(download(run_id=run_id, artifact_path=RUN_CONFIG, dst_path=str(target)))
     except (MlflowException, OSError) as err:
         raise CheckpointError(
-            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): {err}"
+            f"{option}={run_id}: run has no checkpoints/{BEST} artifact (was logger.log_checkpoints false?): "
+            f"{' '.join(str(err).split())}"
         ) from None
-    return ResolvedCheckpoint(folder, load_run_config(config, option))
+    return _checked(ResolvedCheckpoint(folder, load_run_config(config, option)), option)
+
+
+def _checked(source: ResolvedCheckpoint, option: str = "ckpt") -> ResolvedCheckpoint:
+    """`source` once its weights file and meta.json are checked (a run's, found through MLflow)."""
+    check_model_file(source.folder, option)
+    if (source.folder / META_FILE).is_file():
+        _check_meta(source.folder)
+    return source
 
 
 # ---------------------------------------------------------------------------------------- other runs' backbones

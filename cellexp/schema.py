@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from cellexp.errors import ConfigError
+from cellexp.schema_values import Values, check_choices
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Count = Annotated[StrictInt, Field(ge=0)]
@@ -101,11 +102,18 @@ class RunConfig(_Section):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise one ConfigError that names every bad key and value."""
-    try:
-        RunConfig.model_validate(OmegaConf.to_container(cfg, resolve=True))
-    except ValidationError as err:
-        raise ConfigError("; ".join(_describe(error, cfg) for error in err.errors())) from None
+    """Raise one ConfigError that names every bad key and value (types and ranges: this module's and
+    cellexp.schema_values'), then one for a choice that does not fit the others."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    errors = []
+    for model in (RunConfig, Values):
+        try:
+            model.model_validate(tree)
+        except ValidationError as err:
+            errors += [_describe(error, cfg) for error in err.errors()]
+    if errors:
+        raise ConfigError("; ".join(dict.fromkeys(errors)))
+    check_choices(cfg)
 
 
 def _describe(error: dict, cfg: DictConfig) -> str:

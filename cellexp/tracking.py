@@ -24,7 +24,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import PARENT_RUN_ENV, SWEEP_KEYS_ENV, default_tracking_uri
-from cellexp.engine.preemption import Preempted
+from cellexp.engine.preemption import Preempted, shielded, signals_held
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
@@ -160,20 +160,21 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         yield NullTracker()
         return
     tracked = cfg.logger.name != "none"
-    run, resumed = _open_run(cfg, run_dir) if tracked else (None, False)
-    record = RunRecord(
-        task=str(cfg.task.name),
-        run_dir=run_dir,
-        run_id=run.info.run_id if run else None,
-        experiment=cfg.logger.experiment_name if tracked else None,
-        tracking_uri=tracking_uri(cfg.logger) if tracked else None,
-        default_uri=default_tracking_uri(),
-    )
-    announce_start(record)
-    status = "FAILED"
+    run, resumed, record, status = None, False, None, "FAILED"
     try:
-        if run is not None and not resumed:
-            _log_run_description(cfg, run_dir)
+        with signals_held():  # a signal while the MLflow run opens stops it once it is open, so it is closed KILLED
+            run, resumed = _open_run(cfg, run_dir) if tracked else (None, False)
+            record = RunRecord(
+                task=str(cfg.task.name),
+                run_dir=run_dir,
+                run_id=run.info.run_id if run else None,
+                experiment=cfg.logger.experiment_name if tracked else None,
+                tracking_uri=tracking_uri(cfg.logger) if tracked else None,
+                default_uri=default_tracking_uri(),
+            )
+            announce_start(record)
+        if run is not None:  # a resumed run completes what its first attempt did not log (killed before it did)
+            _log_run_description(cfg, run_dir, run.data if resumed else None)
         yield MlflowTracker(run.info.run_id) if run else NullTracker()
         status = "FINISHED"
         _seal(cfg, run_dir)
@@ -188,13 +189,16 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
     except BaseException as err:
         status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
         if run is not None:
-            _close_run(run, status, error=err)
+            with shielded():  # a second Ctrl-C does not break off the closing
+                _close_run(run, status, error=err)
             run = None
         raise
     finally:
-        if run is not None:
-            _close_run(run, status)
-        announce_end(record, status)
+        with shielded():
+            if run is not None:
+                _close_run(run, status)
+            if record is not None:
+                announce_end(record, status)
 
 
 def _seal(cfg: DictConfig, run_dir: Path) -> None:
@@ -239,16 +243,31 @@ def _close_run(run, status: str, error: BaseException | None = None) -> None:
     retrying(mlflow.end_run, status=status)
 
 
-def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
+def _log_run_description(cfg: DictConfig, run_dir: Path, logged=None) -> None:
+    """The run's params, tags and config.yaml; for a resumed run (`logged`: its MLflow data so far) only those it
+    lacks, since a param once logged cannot change (a resumed run's `trainer.resume` differs from the first's)."""
     import mlflow
 
-    params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
-    retrying(mlflow.log_params, {**params, **swept_params(params)})
+    config_params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
+    params = {**config_params, **swept_params(config_params)}
     tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
-    retrying(mlflow.set_tags, tags)
+    if logged is not None:
+        params = {key: value for key, value in params.items() if key not in logged.params}
+        tags = {key: value for key, value in tags.items() if key not in logged.tags}
+    if params:
+        retrying(mlflow.log_params, params)
+    if tags:
+        retrying(mlflow.set_tags, tags)
     config_file = run_dir / "config.yaml"
-    if config_file.exists():
+    if config_file.exists() and (logged is None or not _has_artifact(config_file.name)):
         retrying(mlflow.log_artifact, str(config_file))
+
+
+def _has_artifact(name: str) -> bool:
+    import mlflow
+
+    run_id = mlflow.active_run().info.run_id
+    return any(item.path == name for item in retrying(mlflow.MlflowClient().list_artifacts, run_id))
 
 
 def flatten_params(tree: Mapping, prefix: str = "") -> dict[str, str]:

@@ -167,7 +167,7 @@ def test_paper_presets_on_the_published_graph_have_the_published_size(make_cfg, 
         ),
         (["task=ssl", "head=linear"], "task=ssl trains DINO's projection head: head=dino"),
         (
-            ["task=xai", "ckpt=some_run", "trainer.max_epochs=5"],
+            ["task=xai", f"ckpt={'0' * 32}", "trainer.max_epochs=5"],  # a run id: looked up by the task
             "trainer.max_epochs=5 does not apply: task=xai trains nothing",
         ),
         (["head=dino"], "task=classify trains a classification head, not head=dino"),

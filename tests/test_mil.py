@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import cellexp
 from cellexp.data.bags import dataset_root, load_bags
@@ -344,7 +344,7 @@ def test_lines_the_model_does_not_know_are_predicted_and_left_out_of_the_metrics
 def test_predicting_needs_a_trained_mil_run(make_cfg, tmp_path, overrides, message):
     classify_run = tmp_path / "classify_run"
     (classify_run / "checkpoints" / "best").mkdir(parents=True)
-    (classify_run / "checkpoints" / "best" / MODEL_FILE).write_bytes(b"")
+    save_file({"w": torch.zeros(1)}, classify_run / "checkpoints" / "best" / MODEL_FILE)  # weights that parse
     (classify_run / "config.yaml").write_text("task:\n  name: classify\n")
     overrides = [o.format(classify_run=classify_run) for o in overrides]
     cfg = make_cfg([*TINY_MIL, "logger=none", "task.fit=false", *overrides], tiny=False)

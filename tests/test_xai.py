@@ -392,7 +392,8 @@ def test_own_images_take_their_class_from_the_folder(xai_cfg, runs, loaded, tmp_
     with open(tmp_path / "run" / "xai" / "cells.csv") as f:
         assert [row["true"] for row in csv.DictReader(f)] == ["A172", ""]
     with pytest.raises(ConfigError, match=r"xai.target=true needs the true class.*mine/1.png"):
-        cellexp.run(xai_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.target=true", "logger=none"]))
+        second = f"paths.output_dir={tmp_path / 'second'}"  # a run folder of its own
+        cellexp.run(xai_cfg(["task=xai", f"ckpt={runs['cnn']}", images, "xai.target=true", "logger=none", second]))
 
 
 def _mismatched_checkpoint(runs, tmp_path) -> str:

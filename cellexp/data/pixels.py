@@ -17,12 +17,25 @@ from cellexp.data.intensity import stored
 
 TIFF = (".tif", ".tiff")
 SUFFIXES = (*TIFF, ".png", ".jpg", ".jpeg")
-# what a broken file raises from tifffile or PIL: unreadable, truncated, not an image at all
-READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, tifffile.TiffFileError)
+# what a broken file raises from tifffile or PIL: unreadable, truncated, not an image at all, or (PIL) a header
+# declaring far more pixels than PIL decodes
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    tifffile.TiffFileError,
+    Image.DecompressionBombError,
+)
 
 
-def read_raw(path: Path) -> np.ndarray:
-    """The file's pixels as stored (dtype and layout kept): what label images are read with, never rescaled."""
+def read_raw(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """The file's pixels as stored (dtype and layout kept): what label images are read with, never rescaled. With
+    `max_pixels`, a file whose header declares more values than that is refused (ValueError) before decoding."""
+    if max_pixels is not None:
+        check_declared_size(Path(path), max_pixels)
     if Path(path).suffix.lower() in TIFF:
         return tifffile.imread(path)
     with Image.open(path) as img:
@@ -30,10 +43,26 @@ def read_raw(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def read_pixels(path: Path) -> np.ndarray:
+def read_pixels(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """(C, H, W) uint8 or uint16; raises one of READ_ERRORS (ValueError naming the shape for arrays that are not
-    images)."""
-    return stored(channel_first(read_raw(path)))
+    images, or one over `max_pixels`)."""
+    return stored(channel_first(read_raw(path, max_pixels)))
+
+
+def check_declared_size(path: Path, max_pixels: int) -> None:
+    """Refuse (ValueError) a file whose header declares more than `max_pixels` values (pages x height x width x
+    samples), read from the header alone: a 40000x40000 TIFF or a PNG claiming 30000x30000 is never decoded."""
+    if path.suffix.lower() in TIFF:
+        with tifffile.TiffFile(path) as tif:
+            shapes = [tuple(page.shape) for page in tif.pages]
+    else:
+        with Image.open(path) as img:  # reads the header; PIL refuses far larger ones itself
+            shapes = [(img.height, img.width, len(img.getbands()))]
+    declared = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes)
+    if declared > max_pixels:
+        size = "x".join(str(side) for side in shapes[0][:2][::-1])
+        pages = f" in {len(shapes)} pages" if len(shapes) > 1 else ""
+        raise ValueError(f"its header declares {size}{pages}, {declared} values: over task.max_pixels={max_pixels}")
 
 
 def channel_first(pixels: np.ndarray) -> np.ndarray:

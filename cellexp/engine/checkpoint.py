@@ -158,6 +158,20 @@ def load_model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err}); the checkpoint is damaged") from None
 
 
+def check_model_file(checkpoint: Path, option: str) -> None:
+    """The checkpoint's weights are safetensors whose header parses, read without loading a tensor: a damaged or
+    foreign file is named before anything is built or created."""
+    from safetensors import safe_open
+
+    path = Path(checkpoint) / MODEL_FILE
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except Exception as err:  # safetensors raises its own error, OSError or ValueError for a bad file
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{option}: {path} is not a readable safetensors file ({reason})") from None
+
+
 def load_training_state(checkpoint: Path) -> dict:
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():

@@ -25,6 +25,8 @@ from cellexp.errors import ConfigError
 FAMILIES: tuple[str, ...] = ("cnn", "vit", "mixer", "hybrid")
 # Families whose timm models cut the image into patches and size their layers from `img_size`.
 PATCH_FAMILIES: tuple[str, ...] = ("vit", "mixer")
+# timm.create_model options that load a file named by the config
+FILE_READING_KWARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "weights_only"})
 
 
 def timm_backbone(
@@ -41,6 +43,7 @@ def timm_backbone(
 ) -> nn.Module:
     """Headless timm model; ViT/Mixer also get `img_size` so their patch grid matches the data, not 224."""
     _check_family(family, ("cnn", *PATCH_FAMILIES))
+    _check_kwargs(kwargs)
     size_kwargs = {"img_size": image_size} if family in PATCH_FAMILIES else {}
     if pretrained and family == "mixer":
         _check_mixer_pretrained_size(model_name, image_size)
@@ -82,6 +85,7 @@ def hybrid_backbone(
     on an image_size input to size the token grid, so the grid follows image_size.
     """
     _check_family(family, ("hybrid",))
+    _check_kwargs(kwargs)
     cnn = timm.create_model(
         model_name, pretrained=pretrained, features_only=True, out_indices=(feature_stage,), in_chans=in_chans
     )
@@ -105,6 +109,17 @@ def _check_family(family: str, allowed: tuple[str, ...]) -> None:
     """Reject a misspelt or misplaced family early, since XAI code trusts the tag."""
     if family not in allowed:
         raise ConfigError(f"backbone family {family!r} is not one of {allowed} for this factory")
+
+
+def _check_kwargs(kwargs: dict | None) -> None:
+    """timm options that read weights from a file of the config's choosing (through torch.load) are refused: a
+    backbone's starting weights come from `backbone.init_from` (safetensors) or timm's own pretrained ones."""
+    reading = sorted(set(kwargs or {}) & FILE_READING_KWARGS)
+    if reading:
+        raise ConfigError(
+            f"backbone.kwargs.{reading[0]} is not taken: it reads a weights file through pickle; "
+            "give backbone.init_from=<checkpoint, run folder or MLflow run id> instead"
+        )
 
 
 def _check_mixer_pretrained_size(model_name: str, image_size: int) -> None:

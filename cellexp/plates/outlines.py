@@ -30,14 +30,21 @@ class Outline:
 
 
 def from_labels(labels: np.ndarray) -> list[Outline]:
-    """One outline per label value present (0 is background)."""
+    """One outline per label value present (0 is background). Values beyond the image's pixel count (ids such as
+    2^31-1) are numbered densely first, so that nothing is sized by the largest value; each keeps its id."""
+    ids = None
+    if labels.size and int(labels.max()) > labels.size:
+        ids, dense = np.unique(labels, return_inverse=True)
+        labels = dense.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+        ids = ids if ids[0] == 0 else np.concatenate(([0], ids))
     outlines = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         if found is None:
             continue
         rows, cols = found
         mask = (labels[found] == index).astype(np.uint8)
-        outlines.append(Outline(index, (cols.start, rows.start, cols.stop, rows.stop), mask))
+        object_id = index if ids is None else int(ids[index])
+        outlines.append(Outline(object_id, (cols.start, rows.start, cols.stop, rows.stop), mask))
     return outlines
 
 
@@ -46,23 +53,26 @@ class LabelFolder:
 
     empty = "its mask has no objects"
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, max_pixels: int | None = None):
         if not folder.is_dir():
             raise DataError(f"task.masks={folder} is neither a folder of label images nor a COCO .json file")
-        self.folder = folder
+        self.folder, self.max_pixels = folder, max_pixels
 
     def outlines(self, image: Path, pixels: np.ndarray) -> list[Outline]:
-        """The image's cells; a DataError (naming the file) when its mask is missing, unreadable or of another size."""
+        """The image's cells; a DataError (naming the file) when its mask is missing, unreadable, too large, of
+        another size than its image or holds negative labels: checked before any outline is made."""
         shape = pixels.shape
         path = self._mask_file(image)
         try:
-            labels = read_raw(path)
+            labels = read_raw(path, self.max_pixels)  # a huge one is refused from its header, before decoding
         except READ_ERRORS as err:
-            raise DataError(f"mask {path} is unreadable ({type(err).__name__}: {err})") from None
+            raise DataError(f"mask {path} is unreadable ({type(err).__name__}: {' '.join(str(err).split())})") from None
         if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"mask {path} is not a label image (2-D integers), got {labels.dtype} {labels.shape}")
         if labels.shape != shape:
             raise DataError(f"mask {path} is {labels.shape[1]}x{labels.shape[0]}, its image {shape[1]}x{shape[0]}")
+        if labels.size and labels.min() < 0:
+            raise DataError(f"mask {path} holds negative labels (down to {labels.min()}): 0 is background, cells > 0")
         return from_labels(labels.astype(np.int64))
 
     def _mask_file(self, image: Path) -> Path:

@@ -47,6 +47,7 @@ def predict_plate(
     settings: CropSettings,
     inputs: InputConfig,
     batch_size: int,
+    max_pixels: int | None = None,
 ) -> PlateResult:
     """Every usable image's cells; `source.outlines(path, pixels)` gives their outlines (segmenter or masks), from
     the first channel. Crops wait until a batch is full: images of a few cells each would otherwise make many small
@@ -54,7 +55,7 @@ def predict_plate(
     result = PlateResult()
     wrong: dict[str, list[str]] = {}  # images of another kind than the model's, by kind
     for image in progress(images, desc="predicting", unit="img"):
-        reason = _cut_image(image, source, settings, inputs, result, wrong)
+        reason = _cut_image(image, source, settings, inputs, result, wrong, max_pixels)
         if reason is not None:
             log.warning("skipped %s: %s", image.path, reason)
             result.skipped.append({"input": str(image.path), "reason": reason})
@@ -88,14 +89,20 @@ def _classify_pending(classify: Classify, result: PlateResult, batch_size: int, 
 
 
 def _cut_image(
-    image: PlateImage, source, settings: CropSettings, inputs: InputConfig, result: PlateResult, wrong: dict
+    image: PlateImage,
+    source,
+    settings: CropSettings,
+    inputs: InputConfig,
+    result: PlateResult,
+    wrong: dict,
+    max_pixels: int | None,
 ) -> str | None:
     """Adds the image's cells to `result` (their crops to its pending ones); returns why it was skipped, or None."""
     start = time.perf_counter()
     try:
-        raw = read_field(image)
+        raw = read_field(image, max_pixels)
     except READ_ERRORS as err:
-        return f"unreadable image ({type(err).__name__}: {err})"
+        return f"unreadable image ({type(err).__name__}: {' '.join(str(err).split())})"
     pixels = as_trained(raw, inputs)
     if pixels is None:
         wrong.setdefault(describe(raw), []).append(image.path.name)

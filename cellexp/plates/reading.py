@@ -16,12 +16,13 @@ from cellexp.data.transforms import InputConfig
 from cellexp.plates.files import PlateImage
 
 
-def read_field(image: PlateImage) -> np.ndarray:
+def read_field(image: PlateImage, max_pixels: int | None = None) -> np.ndarray:
     """(C, H, W) uint8 or uint16; raises one of `pixels.READ_ERRORS` (a ValueError naming the files whose channels
-    do not stack: another size, bit depth, or several channels in one channel file)."""
+    do not stack: another size, bit depth, or several channels in one channel file; or a file whose header declares
+    more than `max_pixels` values, before it is decoded)."""
     if not image.channel_files:
-        return read_pixels(image.path)
-    channels = [read_pixels(path) for path in image.channel_files]
+        return read_pixels(image.path, max_pixels)
+    channels = [read_pixels(path, max_pixels) for path in image.channel_files]
     shown = ", ".join(
         f"{path.name} ({describe(c)}, {c.shape[2]}x{c.shape[1]})"
         for path, c in zip(image.channel_files, channels, strict=True)

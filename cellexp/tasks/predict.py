@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
-        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size)
+        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels)
         skipped += result.skipped + getattr(outlines, "skipped", [])
         cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
         folder = run_dir / "predict"
@@ -111,6 +111,8 @@ def _check_options(cfg: DictConfig) -> None:
         )
     if int(cfg.task.batch_size) < 1:
         raise ConfigError(f"task.batch_size={cfg.task.batch_size} must be at least 1")
+    if not isinstance(cfg.task.max_pixels, int) or cfg.task.max_pixels < 1:
+        raise ConfigError(f"task.max_pixels={cfg.task.max_pixels!r} must be a positive number of pixels")
 
 
 def _specs(images) -> list[str]:
@@ -121,13 +123,13 @@ def _outline_source(task: DictConfig):
     """The user's masks (a COCO .json or a folder of label images), else the built-in segmenter."""
     if task.masks:
         path = Path(str(task.masks)).expanduser()
-        return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path)
+        return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path, task.max_pixels)
     return Segmenter(SegmenterSettings(**OmegaConf.to_container(task.segmenter)))
 
 
 def _run_id(spec: str, folder: Path) -> str:
-    """The MLflow run that trained the checkpoint: as given, or as its run folder recorded it ('' if unknown)."""
-    for parent in (folder, *folder.parents):
+    """The MLflow run that trained the checkpoint: as given, or as its own run folder recorded it ('' if unknown)."""
+    for parent in (folder, folder.parent.parent):
         if (parent / RUN_ID_FILE).is_file():
             return (parent / RUN_ID_FILE).read_text().strip()
     return str(spec) if len(str(spec)) == 32 else ""
