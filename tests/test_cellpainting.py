@@ -155,7 +155,8 @@ def test_well_splits_are_disjoint_stratified_and_seeded():
     assert well_splits(strata, seed=0, fractions=fractions) == assigned != well_splits(strata, 1, fractions)
 
 
-def test_2d_datasets_split_by_well_put_each_well_in_one_split(tmp_path, data_dir):
+def test_2d_datasets_split_by_well_put_each_well_in_one_split(tmp_path):
+    data_dir = tmp_path / "data"  # its own: more images than the session's data
     cfg = compose_cfg(["dataset.split_by=well", "dataset.generate.images_per_line={train:4,val:1,test:1}"],
                       tmp_path / "run", data_dir)  # fmt: skip
     data = load_crop_data(cfg.dataset, seed=0)
