@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from cellexp.config import project_root
+from cellexp.follow_up import carried_overrides
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +25,14 @@ NEXT_STEPS = {
     "ssl": (("fine-tune", "task=classify backbone.init_from={ref}"), ("embed for MIL", "experiment=clanet ckpt={ref}")),
     "mil": (("evaluate", "task=mil task.fit=false ckpt={ref}"),),
 }
+# the crops task=xai explains (tasks.checks.GREY); a run on others is not offered `explain`
+EXPLAINABLE_CROPS = "1 channel of uint8"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunRecord:
-    """Where a run is recorded: no run id, experiment or store with `logger=none`."""
+    """Where a run is recorded (no run id, experiment or store with `logger=none`), and what its follow-ups need:
+    the run's own command-line overrides and, once its data is loaded, the kind of its crops."""
 
     task: str
     run_dir: Path
@@ -32,6 +40,8 @@ class RunRecord:
     experiment: str | None = None
     tracking_uri: str | None = None
     default_uri: str | None = None  # the store `python -m cellexp.compare` and `cellexp.runs` read by default
+    overrides: tuple[str, ...] = ()
+    crops: str | None = None
 
     def where(self) -> str:
         tracked = f"experiment {self.experiment!r} in {self.tracking_uri}" if self.run_id else "untracked (logger=none)"
@@ -47,31 +57,48 @@ def announce_end(record: RunRecord, status: str) -> None:
     if status == "FINISHED":
         lines += [f"  {what:<14} {command}" for what, command in next_steps(record)]
     elif status == "KILLED":
-        resume = f"python train.py hydra.run.dir={record.run_dir} trainer.resume=auto <the same overrides>"
+        resume = f"{python()} train.py hydra.run.dir={record.run_dir} trainer.resume=auto <the same overrides>"
         lines.append(f"  {'resume':<14} {resume}")
     log.info("\n".join(lines))
 
 
 def next_steps(record: RunRecord) -> list[tuple[str, str]]:
-    """(what, command) pairs for a finished run, as the README documents them. `ckpt=<run id>` finds the run in
-    the default store; a run recorded elsewhere (or not at all) is named by its folder."""
+    """(what, command) pairs for a finished run, as the README documents them, each carrying the run's own
+    overrides that it needs (its data, device and store: `follow_up.carried_overrides`). `ckpt=<run id>` finds
+    the run in the default store; a run recorded elsewhere (or not at all) is named by its folder."""
     default_store = record.tracking_uri == record.default_uri
     ref = record.run_id if record.run_id and default_store else str(record.run_dir)
-    steps = [(what, f"python train.py {args.format(ref=ref)}") for what, args in NEXT_STEPS.get(record.task, ())]
+    steps = []
+    for what, args in NEXT_STEPS.get(record.task, ()):
+        if what == "explain" and record.crops not in (None, EXPLAINABLE_CROPS):
+            continue  # task=xai takes grey 8-bit crops only
+        carried = carried_overrides(record.overrides, what)
+        steps.append((what, " ".join([python(), "train.py", args.format(ref=ref), *map(shlex.quote, carried)])))
     if record.run_id:
-        store = "" if default_store else f" --tracking-uri {record.tracking_uri}"
+        store = "" if default_store else f" --tracking-uri {shlex.quote(record.tracking_uri)}"
         steps += [
-            ("compare", f"python -m cellexp.compare {_quoted(record.experiment)}{store}"),
-            ("list runs", f"python -m cellexp.runs{store}"),
+            ("compare", f"{python()} -m cellexp.compare {shlex.quote(record.experiment)}{store}"),
+            ("list runs", f"{python()} -m cellexp.runs{store}"),
             ("open the UI", ui_command(record.tracking_uri)),
         ]
     return steps
 
 
+def python() -> str:
+    """The interpreter this run was started with, as the user would type it: `.venv/bin/python` for the project's
+    own venv (as the README writes it), its full path for another venv, else `python`."""
+    executable = Path(sys.executable)
+    if executable.parent.name != "bin" or not (executable.parent.parent / "pyvenv.cfg").is_file():
+        return "python"
+    root = Path(project_root())
+    return str(executable.relative_to(root)) if executable.is_relative_to(root) else str(executable)
+
+
 def ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}   # then http://127.0.0.1:5000"
+    mlflow = Path(python()).with_name("mlflow") if python() != "python" else Path("mlflow")
+    return f"{mlflow} ui --backend-store-uri {shlex.quote(uri)}   # then http://127.0.0.1:5000"
 
 
 def disk_usage(*folders: Path) -> int:
@@ -95,7 +122,3 @@ def human_size(size: float) -> str:
         if size < 1000:
             return f"{size:.1f} {unit}"
     return f"{size / 1000:.1f} GB"
-
-
-def _quoted(text: str) -> str:
-    return text if text.replace("_", "").replace("-", "").replace(".", "").isalnum() else f"'{text}'"

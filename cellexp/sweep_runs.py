@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import PARENT_RUN_ENV
+from cellexp.kinds import KIND_TAG, run_kind
 from cellexp.tracking import (
     MAX_PARAM_LENGTH,
     RUN_ID_FILE,
@@ -37,7 +38,8 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> N
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
-    tags = {**run_label(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
+    tags = {**run_label(cfg), **sweep_tags(), KIND_TAG: run_kind(cfg.task.name, cfg.task.get("fit"))}
+    tags.update({"run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]})
     retrying(mlflow.set_tags, tags)
     retrying(mlflow.end_run, status="FAILED")
 
@@ -54,6 +56,7 @@ def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
         experiment_id,
         run_name=f"sweep {sweep_id}",
         tags={
+            KIND_TAG: "sweep",
             "sweep.dir": str(config.hydra.sweep.dir),
             "sweep.sweeper": sweeper,
             "sweep.keys": ",".join(keys),

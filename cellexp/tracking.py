@@ -28,6 +28,7 @@ from cellexp.engine.preemption import Preempted
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
+from cellexp.kinds import KIND_TAG, run_kind
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,16 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         experiment=cfg.logger.experiment_name if tracked else None,
         tracking_uri=tracking_uri(cfg.logger) if tracked else None,
         default_uri=default_tracking_uri(),
+        overrides=command_line(),
     )
     announce_start(record)
     status = "FAILED"
     try:
         if run is not None and not resumed:
             _log_run_description(cfg, run_dir)
-        yield MlflowTracker(run.info.run_id) if run else NullTracker()
+        tracker = MlflowTracker(run.info.run_id) if run else NullTracker()
+        tracker.record = record
+        yield tracker
         status = "FINISHED"
         _seal(cfg, run_dir)
     except TrialPruned as pruned:
@@ -244,8 +248,8 @@ def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
 
     params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
     retrying(mlflow.log_params, {**params, **swept_params(params)})
-    tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
-    retrying(mlflow.set_tags, tags)
+    tags = {**run_label(cfg), **sweep_tags(), **git_state(), KIND_TAG: run_kind(cfg.task.name, cfg.task.get("fit"))}
+    retrying(mlflow.set_tags, {**tags, "run_dir": str(run_dir)})
     config_file = run_dir / "config.yaml"
     if config_file.exists():
         retrying(mlflow.log_artifact, str(config_file))
@@ -273,6 +277,8 @@ def run_label(cfg: DictConfig) -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    if cfg.get("task", {}).get("name") == "predict":  # reads task.images, never `dataset`
+        choices = {**choices, "dataset": "task.images"}
     fallback = {
         "dataset": cfg.get("dataset", {}).get("name", "?"),
         "backbone": cfg.get("backbone", {}).get("model_name", "?"),
@@ -296,6 +302,13 @@ def backbone_source_tags(spec: str, source) -> dict[str, str]:
     }
     log.info("backbone starts from %s", "  ".join(f"{k}={v}" for k, v in tags.items()))
     return tags
+
+
+def command_line() -> tuple[str, ...]:
+    """The run's overrides as given on the command line (Hydra's record; none without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return tuple(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ()
 
 
 def sweep_tags() -> dict[str, str]:
