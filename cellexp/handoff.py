@@ -7,6 +7,7 @@ experiment; at the end the same, the folder's size on disk, and the commands tha
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shlex
@@ -112,6 +113,19 @@ def disk_usage(*folders: Path) -> int:
                     seen.add((stat.st_dev, stat.st_ino))
                     total += getattr(stat, "st_blocks", 0) * 512 or stat.st_size
     return total
+
+
+def weight_copies(*folders: Path) -> list[list[Path]]:
+    """Weights files (safetensors, torch) under the folders that hold the same bytes as separate files (not links to
+    one file): each group is one set of weights stored more than once."""
+    by_content: dict[tuple[int, str], dict[tuple[int, int], Path]] = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".safetensors", ".pt") and path.is_file() and not path.is_symlink():
+                stat = path.stat()
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                by_content.setdefault((stat.st_size, digest), {}).setdefault((stat.st_dev, stat.st_ino), path)
+    return [sorted(files.values()) for files in by_content.values() if len(files) > 1]
 
 
 def human_size(size: float) -> str:

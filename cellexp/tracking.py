@@ -70,7 +70,7 @@ class MlflowTracker(NullTracker):
     def log_artifacts(self, folder, artifact_path=None):
         """An artifact store on this disk (file://) gets hard links to the folder's files, not a second copy: what is
         logged (checkpoints, reports) is replaced by renaming, never rewritten in place. Elsewhere, an upload."""
-        target = _local_path(self._mlflow_call("get_artifact_uri", artifact_path))
+        target = local_path(self._mlflow_call("get_artifact_uri", artifact_path))
         if target is None or not _link_tree(Path(folder), target):
             self._mlflow_call("log_artifacts", str(folder), artifact_path)
 
@@ -90,7 +90,8 @@ class MlflowTracker(NullTracker):
         return retrying(getattr(self._mlflow, name), *args, **kwargs)
 
 
-def _local_path(uri: str) -> Path | None:
+def local_path(uri: str) -> Path | None:
+    """The folder of a file:// (or plain path) artifact URI; None for a remote store."""
     parsed = urlparse(uri)
     return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
