@@ -20,6 +20,7 @@ import pandas as pd
 from cellexp.config import default_tracking_uri
 from cellexp.kinds import KIND_TAG, KINDS, run_kind
 from cellexp.reports.compare import plot_comparison
+from cellexp.tracking import short_number
 
 DEFAULT_METRICS = ("test/accuracy", "test/balanced_accuracy", "test/macro_f1")
 PARAMS_METRIC = "model/total_params"
@@ -118,9 +119,11 @@ def comparison_table(runs: pd.DataFrame, metrics: list[str], keys: list[str]) ->
 
 
 def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> str:
-    """The table as people read it: `mean ± std` per metric (a configuration of one run: its value, no spread),
-    parameters in millions."""
+    """The table as people read it: swept numbers to 3 significant digits, `mean ± std` per metric (a configuration
+    of one run: its value, no spread), parameters in millions."""
     shown = table[keys + ["runs"]].copy()
+    for key in keys:
+        shown[key] = shown[key].map(lambda value: short_number(str(value)))
     shown["params"] = table["params"].map(lambda n: "?" if math.isnan(n) else f"{n / 1e6:.2f}M")
     for metric in metrics:
         columns = (table[f"{metric} mean"], table[f"{metric} std"], table["runs"])

@@ -43,6 +43,7 @@ class RunRecord:
     default_uri: str | None = None  # the store `python -m cellexp.compare` and `cellexp.runs` read by default
     overrides: tuple[str, ...] = ()
     crops: str | None = None
+    experiment_id: str | None = None
 
     def where(self) -> str:
         tracked = f"experiment {self.experiment!r} in {self.tracking_uri}" if self.run_id else "untracked (logger=none)"
@@ -80,7 +81,7 @@ def next_steps(record: RunRecord) -> list[tuple[str, str]]:
         steps += [
             ("compare", f"{python()} -m cellexp.compare {shlex.quote(record.experiment)}{store}"),
             ("list runs", f"{python()} -m cellexp.runs{store}"),
-            ("open the UI", ui_command(record.tracking_uri)),
+            ("open the UI", ui_command(record.tracking_uri, record.experiment_id)),
         ]
     return steps
 
@@ -95,11 +96,15 @@ def python() -> str:
     return str(executable.relative_to(root)) if executable.is_relative_to(root) else str(executable)
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """How to see the run in the MLflow UI. The page is the experiment's runs table: MLflow 3's UI opens an
+    experiment on its GenAI overview (traces) unless the address says `workflowType=machine_learning` (or the
+    browser remembers that choice), whatever the experiment's `mlflow.experimentKind` tag says."""
+    page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" if experiment_id else ""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
+        return f"open {uri.rstrip('/')}{page}"
     mlflow = Path(python()).with_name("mlflow") if python() != "python" else Path("mlflow")
-    return f"{mlflow} ui --backend-store-uri {shlex.quote(uri)}   # then http://127.0.0.1:5000"
+    return f"{mlflow} ui --backend-store-uri {shlex.quote(uri)}   # then open http://127.0.0.1:5000{page}"
 
 
 def disk_usage(*folders: Path) -> int:

@@ -81,16 +81,21 @@ def _row(client, run, experiment: str) -> dict[str, str]:
 
 
 def _objective(client, run) -> str:
-    """The optimized metric's best value over the run's epochs, in the run's direction."""
-    metrics, params = run.data.metrics, run.data.params
+    metrics = run.data.metrics
     if "sweep/best_value" in metrics:
         return f"sweep best {metrics['sweep/best_value']:.4f}"
+    best = best_value(client, run)
+    return "-" if best is None else f"{best[0]} {best[1]:.4f}"
+
+
+def best_value(client, run) -> tuple[str, float] | None:
+    """The run's optimized metric (task.optimized_metric) and its best value over the epochs, in task.direction."""
+    metrics, params = run.data.metrics, run.data.params
     key = params.get("task.optimized_metric")
     if key is None or key not in metrics:
-        return "-"
+        return None
     history = [m.value for m in client.get_metric_history(run.info.run_id, key)]
-    best = min(history) if params.get("task.direction") == "minimize" else max(history)
-    return f"{key} {best:.4f}"
+    return key, (min(history) if params.get("task.direction") == "minimize" else max(history))
 
 
 def format_rows(rows: list[dict[str, str]]) -> str:

@@ -171,6 +171,7 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         tracking_uri=tracking_uri(cfg.logger) if tracked else None,
         default_uri=default_tracking_uri(),
         overrides=command_line(),
+        experiment_id=run.info.experiment_id if run else None,
     )
     announce_start(record)
     status = "FAILED"
@@ -358,12 +359,12 @@ def default_run_name(cfg: DictConfig) -> str:
     backbone and head."""
     swept = swept_values()
     if swept:
-        return " ".join(f"{key.rsplit('.', 1)[-1]}={_short_number(value)}" for key, value in swept.items())
+        return " ".join(f"{key.rsplit('.', 1)[-1]}={short_number(value)}" for key, value in swept.items())
     label = run_label(cfg)
     return f"{label['backbone']} {label['head']}"
 
 
-def _short_number(value: str) -> str:
+def short_number(value: str) -> str:
     """0.00012345678 -> 0.000123; integers and words as they are."""
     try:
         number = float(value)

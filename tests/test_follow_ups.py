@@ -102,6 +102,13 @@ def test_the_printed_interpreter_is_the_one_that_ran(monkeypatch, tmp_path):
     monkeypatch.setattr(handoff.sys, "executable", str(venv / "bin" / "python"))
     assert handoff.python() == ".venv/bin/python"
     assert handoff.ui_command("sqlite:///x.db").startswith(".venv/bin/mlflow ui --backend-store-uri sqlite:///x.db")
+    # MLflow 3's UI lands on the runs table only when the address asks for the classic-ML workflow
+    landing = "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert handoff.ui_command("sqlite:///x.db", "7").endswith(f"# then open {landing}")
+    assert (
+        handoff.ui_command("http://server:5000/", "7")
+        == "open http://server:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
     monkeypatch.setattr(handoff, "project_root", lambda: "/elsewhere")
     assert handoff.python() == str(venv / "bin" / "python")
     monkeypatch.setattr(handoff.sys, "executable", "/usr/bin/python3")

@@ -130,9 +130,17 @@ def test_sweep_names_are_short_and_swept_keys_become_short_params(monkeypatch):
     assert tracking.swept_params(config_params) == {"lr": "0.00012345678", "dim": "64", "head": "mlp"}
 
 
-def test_compare_shows_no_spread_for_a_configuration_of_one_run():
+def test_compare_shows_no_spread_for_a_configuration_of_one_run_and_short_swept_numbers():
     table = pd.DataFrame(
-        {"head": ["mlp", "linear"], "runs": [2, 1], "params": [1e6, 2e6], "m mean": [0.5, 0.25], "m std": [0.1, 0.0]}
+        {
+            "head": ["mlp", "linear"],
+            "lr": ["0.00012345678", "0.003"],
+            "runs": [2, 1],
+            "params": [1e6, 2e6],
+            "m mean": [0.5, 0.25],
+            "m std": [0.1, 0.0],
+        }
     )
-    shown = compare.format_table(table, ["m"], ["head"])
+    shown = compare.format_table(table, ["m"], ["head", "lr"])
     assert "0.5000 ± 0.1000" in shown and "0.2500 ±" not in shown
+    assert "0.000123 " in shown and "0.00012345678" not in shown

@@ -65,9 +65,11 @@ def predict_plate(
         found = "; ".join(
             f"{kind} ({', '.join(files[:3])}{' and more' if len(files) > 3 else ''})" for kind, files in wrong.items()
         )
+        one_file_each = inputs.channels > 1 and not any(image.channel_files for image in images)
+        hint = "; if each channel is a file of its own, give task.channel_pattern (e.g. '_ch(?P<channel>\\d+)')"
         raise ConfigError(
             f"the model was trained on {inputs.channels}-channel images ({inputs.kind}); the plate's images have "
-            f"{found}: none of the {len(images)} images fits it"
+            f"{found}: none of the {len(images)} images fits it{hint if one_file_each else ''}"
         )
     return result
 
