@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -27,26 +30,45 @@ from cellexp.tracking import local_path, retrying
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 ARTIFACT_PATH = "model"
 BATCH_SIZE = 256
+# what MLflow warns of on every log_model that does not apply here: the signature is given, and an input example
+# would be loaded and run at logging time (ANSI colour codes precede the text)
+QUIET = (r".*Add type hints to the `predict` method", r".*An input example was not provided")
 
 
-class CellClassifierModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        from cellexp.loading import load_trained, resolve_checkpoint, trained_classes
+@contextmanager
+def _quiet():
+    """Drops the QUIET warnings. Not by a filter: MLflow's own `catch_warnings` resets the filters around them."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
 
-        folder = Path(context.artifacts["checkpoint"])
-        source = resolve_checkpoint(str(folder), OmegaConf.create(), folder, option="the MLflow model's checkpoint")
-        self.class_names = trained_classes(source, ())
-        self.model = load_trained(source, len(self.class_names))
-        self.transform = self.model.input_config.transform()
+        def shown(message, *args, **kwargs):
+            if not any(re.match(pattern, str(message)) for pattern in QUIET):
+                show(message, *args, **kwargs)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from cellexp.plates.inference import classify_crops
+        warnings.showwarning = shown
+        yield
 
-        crops = np.asarray(model_input)
-        probabilities, _ = classify_crops(self.model, self.transform, crops, BATCH_SIZE, torch.device("cpu"))
-        columns = {f"p_{name}": probabilities[:, i] for i, name in enumerate(self.class_names)}
-        predicted = [self.class_names[i] for i in probabilities.argmax(axis=1)] if len(crops) else []
-        return pd.DataFrame({"predicted": predicted, **columns})
+
+with _quiet():  # MLflow checks a PythonModel's `predict` for type hints when the class is made
+
+    class CellClassifierModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context) -> None:
+            from cellexp.loading import load_trained, resolve_checkpoint, trained_classes
+
+            folder = Path(context.artifacts["checkpoint"])
+            source = resolve_checkpoint(str(folder), OmegaConf.create(), folder, option="the MLflow model's checkpoint")
+            self.class_names = trained_classes(source, ())
+            self.model = load_trained(source, len(self.class_names))
+            self.transform = self.model.input_config.transform()
+
+        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+            from cellexp.plates.inference import classify_crops
+
+            crops = np.asarray(model_input)
+            probabilities, _ = classify_crops(self.model, self.transform, crops, BATCH_SIZE, torch.device("cpu"))
+            columns = {f"p_{name}": probabilities[:, i] for i, name in enumerate(self.class_names)}
+            predicted = [self.class_names[i] for i in probabilities.argmax(axis=1)] if len(crops) else []
+            return pd.DataFrame({"predicted": predicted, **columns})
 
 
 def log_classifier(best: Path, config_file: Path, class_names: list[str], example: np.ndarray, staging: Path) -> None:
@@ -65,14 +87,15 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], exampl
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([ColSpec("string", "predicted"), *(ColSpec("float", f"p_{name}") for name in class_names)]),
     )
-    info = retrying(
-        mlflow.pyfunc.log_model,
-        name=ARTIFACT_PATH,
-        python_model=str(MODEL_CODE),
-        artifacts={"checkpoint": str(staging)},
-        signature=signature,
-        pip_requirements=_requirements(),
-    )
+    with _quiet():
+        info = retrying(
+            mlflow.pyfunc.log_model,
+            name=ARTIFACT_PATH,
+            python_model=str(MODEL_CODE),
+            artifacts={"checkpoint": str(staging)},
+            signature=signature,
+            pip_requirements=_requirements(),
+        )
     shutil.rmtree(staging)
     _share_weights(info.model_id, best)
 
