@@ -29,6 +29,7 @@ from cellexp.engine.tracker import NullTracker
 from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
 from cellexp.kinds import KIND_TAG, run_kind
+from cellexp.run_page import ordered_params
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def _log_run_description(cfg: DictConfig, run_dir: Path) -> None:
     import mlflow
 
     params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
-    retrying(mlflow.log_params, {**params, **swept_params(params)})
+    retrying(mlflow.log_params, ordered_params(params, swept_params(params)))
     tags = {**run_label(cfg), **sweep_tags(), **git_state(), KIND_TAG: run_kind(cfg.task.name, cfg.task.get("fit"))}
     retrying(mlflow.set_tags, {**tags, "run_dir": str(run_dir)})
     config_file = run_dir / "config.yaml"

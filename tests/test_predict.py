@@ -101,6 +101,8 @@ def test_builtin_segmenter_counts_and_classifies(make_cfg, trained, plate):
     # chance is 1/8; measured 0.23-0.25 (0.39 for the same model on the true outlines, the COCO test below)
     assert accuracy >= 1.4 / CLASSES, accuracy
     assert summary["cells"] == len(cells) and summary["skipped"] == []
+    with Image.open(Path(cfg.paths.output_dir) / "predict" / "outlines.png") as figure:  # the segmentation, drawn
+        assert figure.format == "PNG" and figure.width >= 400
     run = tracked_run(cfg)
     assert run.data.tags["ckpt_run_id"] == ""  # the classifier ran with logger=none
     assert run.data.metrics["predict/cells"] == len(cells)

@@ -81,3 +81,12 @@ def test_each_task_names_its_kind_and_predict_names_no_dataset(make_cfg):
     assert run_label(cfg)["dataset"] == "task.images", "predict reads task.images, not the default dataset"
     assert run_label(make_cfg([]))["dataset"] == "synthetic"
     assert OmegaConf.select(cfg, "dataset.name") == "synthetic"  # the config still composes one
+
+
+def test_the_run_page_lists_swept_values_and_the_model_first_and_unset_keys_last():
+    from cellexp.run_page import ordered_params
+
+    config = {"seed": "0", "ckpt": "None", "tuning.trial": "None", "backbone.model_name": "resnet18", "x.y": "1"}
+    ordered = ordered_params(config, {"lr": "0.001"})
+    assert list(ordered) == ["lr", "backbone.model_name", "seed", "x.y", "ckpt", "tuning.trial"]
+    assert ordered == {**config, "lr": "0.001"}

@@ -38,6 +38,7 @@ class PlateResult:
     images: int = 0
     pending: list[np.ndarray] = field(default_factory=list)  # crops cut, not yet classified
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "outline": 0.0, "cut": 0.0, "model": 0.0})
+    preview: tuple | None = None  # the first image with cells: its name, first channel and outlines, to draw
 
 
 def predict_plate(
@@ -111,6 +112,8 @@ def _cut_image(
     if not outlines:
         return f"no cells: {source.empty}"
     cells = cut_cells(pixels, outlines, settings)
+    if result.preview is None and len(cells.crops):
+        result.preview = (image.path.name, pixels[0], outlines)
     for reason, count in cells.dropped.items():
         result.dropped[reason] = result.dropped.get(reason, 0) + count
     if len(cells.crops):

@@ -7,6 +7,7 @@ and logged to MLflow under predict/, tagged with the checkpoint's run id:
     images.parquet/.csv      per image: cells, count_<class>, mean_prob_<class>, median Feature_*
     wells.parquet/.csv       the same per (plate, well)
     class_shares.png         the predicted classes' shares per well
+    outlines.png             the first image with its cells' outlines, coloured by predicted class
     summary.json             images, cells, the settings used, and every skipped input with its reason
 """
 
@@ -30,7 +31,7 @@ from cellexp.plates.plate import predict_plate
 from cellexp.plates.profiles import cell_table, joined
 from cellexp.plates.segment import Segmenter, SegmenterSettings
 from cellexp.plates.tables import write_summary, write_tables
-from cellexp.reports.plates import class_shares_figure
+from cellexp.reports.plates import class_shares_figure, outlines_figure
 from cellexp.tasks.checks import refuse_training_keys
 from cellexp.tracking import RUN_ID_FILE, retrying, start_tracking, tracking_uri
 
@@ -65,6 +66,8 @@ def run(cfg: DictConfig) -> float:
             folder = run_dir / "predict"
             tables = write_tables(folder, cells, class_names)
             class_shares_figure(folder / "class_shares.png", tables["wells"], class_names)
+            if result.preview is not None:
+                _draw_outlines(folder / "outlines.png", result.preview, cells, class_names)
             summary = {
                 "ckpt": str(cfg.ckpt),
                 "checkpoint": str(source.folder),
@@ -126,6 +129,13 @@ def _outline_source(task: DictConfig):
         path = Path(str(task.masks)).expanduser()
         return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path)
     return Segmenter(SegmenterSettings(**OmegaConf.to_container(task.segmenter)))
+
+
+def _draw_outlines(path: Path, preview: tuple, cells, class_names: list[str]) -> None:
+    name, pixels, outlines = preview
+    mine = cells[cells["Metadata_Image"] == name]
+    predicted = dict(zip(mine["Metadata_ObjectNumber"], mine["predicted_class"], strict=True))
+    outlines_figure(path, name, pixels, outlines, predicted, class_names)
 
 
 def _discard(cfg: DictConfig, run_dir: Path) -> None:
