@@ -5,7 +5,7 @@
 `--before` is a checkout of the old code (e.g. `git archive main | tar -x -C /tmp/main`), run with this
 interpreter. Each checkout runs `python train.py -m debug=default backbone=resnet18 trainer.max_epochs=1
 dataset.limit=256 head=<heads>` under its own root (run folders, mlflow.db, the artifact store: its MLflow models
-included), on this project's data. Measured: the bytes on disk of the sweep's run folders and the artifact store
+included), on the data in --data-dir. Measured: the bytes on disk of the sweep's run folders and the artifact store
 together, as du counts them (a file with several hard links once), and per run. This checkout must store each
 run's weights once: the script fails if two separate files under those folders hold the same weights.
 """
@@ -25,8 +25,7 @@ from cellexp.handoff import disk_usage, human_size, weight_copies
 SWEEP = ["debug=default", "backbone=resnet18", "trainer.max_epochs=1", "dataset.limit=256"]
 
 
-def sweep(checkout: Path, root: Path, heads: list[str]) -> None:
-    data = Path(project_root()) / "data"
+def sweep(checkout: Path, root: Path, heads: list[str], data: Path) -> None:
     command = [sys.executable, "train.py", "-m", *SWEEP, f"head={','.join(heads)}"]
     command += [f"paths.root_dir={root}", f"paths.data_dir={data}"]
     print("$", " ".join(command[1:]), f"  (in {checkout})", flush=True)
@@ -38,6 +37,7 @@ def sweep(checkout: Path, root: Path, heads: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="a checkout of the old code, measured the same way")
+    parser.add_argument("--data-dir", type=Path, default=Path(project_root()) / "data", help="default: data/")
     parser.add_argument("--heads", nargs="+", default=["linear", "mlp", "elegans", "ba", "er"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cellexp-disk"), help="default /tmp/cellexp-disk")
     args = parser.parse_args()
@@ -46,7 +46,7 @@ def main() -> int:
     for name, checkout in checkouts.items():
         root = args.workdir / name
         shutil.rmtree(root, ignore_errors=True)
-        sweep(checkout, root, args.heads)
+        sweep(checkout, root, args.heads, args.data_dir.resolve())
         folders = [root / "multirun", root / "mlartifacts"]
         sizes[name] = disk_usage(*folders)
         copies = weight_copies(*folders)
