@@ -80,7 +80,8 @@ def test_every_printed_command_runs_and_evaluate_reproduces_the_test_metric(fini
         train_py(shlex.split(steps["explain"]))
     out = train_py([*shlex.split(steps["compare"]), "--out", str(tmp_path)])
     assert (tmp_path / "compare.csv").is_file() and "runs of" in out
-    assert "runs of" in train_py(shlex.split(steps["list runs"]))
+    listed = train_py(shlex.split(steps["list runs"]))
+    assert run_id in listed and evaluated in listed
 
 
 def test_a_preset_is_carried_as_given_where_the_follow_up_accepts_it_else_as_the_keys_it_reads():
