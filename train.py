@@ -28,6 +28,8 @@ APP_BUILDABLE = (
 INTERRUPTED = 130  # a shell's exit status for a command ended by Ctrl-C
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off
     os.environ.setdefault("NO_COLOR", "1")
+# MLflow draws a bar for every artifact download (a checkpoint of ckpt=<run id>: a fraction of a second)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @hydra.main(config_path="conf", config_name="config", execution_whitelist=APP_BUILDABLE)

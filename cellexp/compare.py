@@ -1,7 +1,8 @@
 """Compare runs side by side: `python -m cellexp.compare <experiment name | sweep parent run id>`.
 
-Runs are grouped into configurations by the keys their sweep varied (seed aside), so that seeds
-become a mean and a spread; each configuration also shows its model's parameter count. The table
+Only runs of one kind are compared (training runs by default: not the evaluations, explanations or predictions
+made from them, nor failed runs). They are grouped into configurations by the keys their sweep varied (seed
+aside), so that seeds become a mean and a spread; each configuration also shows its model's parameter count. The table
 goes to stdout and a CSV, the picture to a PNG; for a sweep's parent run both are also attached to
 that run, where the MLflow UI shows them.
 """
@@ -17,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from cellexp.config import default_tracking_uri
+from cellexp.kinds import KIND_TAG, KINDS, run_kind
 from cellexp.reports.compare import plot_comparison
+from cellexp.tracking import short_number
 
 DEFAULT_METRICS = ("test/accuracy", "test/balanced_accuracy", "test/macro_f1")
 PARAMS_METRIC = "model/total_params"
@@ -30,8 +33,8 @@ class CompareError(Exception):
     """The runs asked for cannot be compared; the message says why and what exists."""
 
 
-def load_runs(target: str) -> tuple[pd.DataFrame, str | None, str]:
-    """Finished runs of an experiment (by name) or children of a sweep's parent run (by id).
+def load_runs(target: str, kind: str = "train") -> tuple[pd.DataFrame, str | None, str]:
+    """Finished runs of one `kind` of an experiment (by name) or of a sweep's parent run's children (by id).
 
     Returns the runs, the parent run id (or None) and a short name for output files.
     """
@@ -54,11 +57,25 @@ def load_runs(target: str) -> tuple[pd.DataFrame, str | None, str]:
         name, parent_id = re.sub(r"[^\w.-]", "_", target), None
     if runs.empty:
         raise CompareError(f"{target}: no runs to compare")
-    sweep_parents = runs["tags.sweep.sweeper"].notna() if "tags.sweep.sweeper" in runs else False
-    finished = runs[(runs["status"] == "FINISHED") & ~sweep_parents]
+    if "tags.sweep.sweeper" in runs:
+        runs = runs[runs["tags.sweep.sweeper"].isna()]  # a sweep's parent run
+    kinds = run_kinds(runs)
+    finished = runs[(runs["status"] == "FINISHED") & (kinds == kind)]
     if finished.empty:
-        raise CompareError(f"{target}: none of its {len(runs)} runs finished")
+        counts = ", ".join(
+            f"{n} {k} ({s.lower()})" for (k, s), n in pd.crosstab(kinds, runs["status"]).stack().items() if n
+        )
+        raise CompareError(f"{target}: no finished {kind} runs to compare; it has {counts or 'none'} (see --kind)")
     return finished, parent_id, name
+
+
+def run_kinds(runs: pd.DataFrame) -> pd.Series:
+    """Each run's kind: its `kind` tag, else (runs logged before the tag) what its task.name and task.fit params say."""
+    tagged = runs.get(f"tags.{KIND_TAG}", pd.Series(None, index=runs.index, dtype=object))
+    tasks = runs.get("params.task.name", pd.Series("?", index=runs.index)).fillna("?")
+    fits = runs.get("params.task.fit", pd.Series("True", index=runs.index)).fillna("True")
+    inferred = pd.Series([run_kind(t, f) for t, f in zip(tasks, fits, strict=True)], index=runs.index)
+    return tagged.fillna(inferred)
 
 
 def grouping_keys(runs: pd.DataFrame) -> list[str]:
@@ -71,11 +88,15 @@ def grouping_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def run_value(runs: pd.DataFrame, key: str) -> pd.Series:
-    """A key's value per run: the sweep override, else the config-group choice tag, else the logged param."""
-    for column in (f"tags.override.{key}", f"tags.{key}", f"params.{key}"):
-        if column in runs:
-            return runs[column].fillna("?")
-    raise CompareError(f"no run records {key!r} (as a sweep override, a tag or a param)")
+    """A key's value per run: the sweep override, else the config-group choice tag, else the logged param (run by
+    run: a sweep's runs and single runs side by side each give what they recorded)."""
+    columns = [runs[c] for c in (f"tags.override.{key}", f"tags.{key}", f"params.{key}") if c in runs]
+    if not columns:
+        raise CompareError(f"no run records {key!r} (as a sweep override, a tag or a param)")
+    value = columns[0]
+    for column in columns[1:]:
+        value = value.fillna(column)
+    return value.fillna("?")
 
 
 def comparison_table(runs: pd.DataFrame, metrics: list[str], keys: list[str]) -> pd.DataFrame:
@@ -98,9 +119,11 @@ def comparison_table(runs: pd.DataFrame, metrics: list[str], keys: list[str]) ->
 
 
 def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> str:
-    """The table as people read it: `mean ± std` per metric (a configuration of one run: its value, no spread),
-    parameters in millions."""
+    """The table as people read it: swept numbers to 3 significant digits, `mean ± std` per metric (a configuration
+    of one run: its value, no spread), parameters in millions."""
     shown = table[keys + ["runs"]].copy()
+    for key in keys:
+        shown[key] = shown[key].map(lambda value: short_number(str(value)))
     shown["params"] = table["params"].map(lambda n: "?" if math.isnan(n) else f"{n / 1e6:.2f}M")
     for metric in metrics:
         columns = (table[f"{metric} mean"], table[f"{metric} std"], table["runs"])
@@ -108,15 +131,17 @@ def format_table(table: pd.DataFrame, metrics: list[str], keys: list[str]) -> st
     return shown.to_string(index=False)
 
 
-def compare(target: str, metrics: list[str], keys: list[str] | None, out_dir: Path | None) -> pd.DataFrame:
-    runs, parent_id, name = load_runs(target)
+def compare(
+    target: str, metrics: list[str], keys: list[str] | None, out_dir: Path | None, kind: str = "train"
+) -> pd.DataFrame:
+    runs, parent_id, name = load_runs(target, kind)
     keys = keys or grouping_keys(runs)
     table = comparison_table(runs, metrics, keys)
     out_dir = out_dir or Path("outputs") / "compare" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "compare.csv", index=False)
     figure = plot_comparison(table, metrics, keys, out_dir / "compare.png")
-    print(f"{len(runs)} runs of {target}, by {', '.join(keys)}\n")
+    print(f"{len(runs)} {kind} runs of {target}, by {', '.join(keys)}\n")
     print(format_table(table, metrics, keys))
     print(f"\nwritten: {out_dir / 'compare.csv'}, {figure}")
     if parent_id is not None:
@@ -136,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="folder for compare.csv and compare.png")
     parser.add_argument(
+        "--kind",
+        default="train",
+        choices=KINDS,
+        help="which runs: train (default), evaluate, explain, predict or embed (`python -m cellexp.runs` shows each)",
+    )
+    parser.add_argument(
         "--tracking-uri",
         default=default_tracking_uri(),
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else the project's mlflow.db)",
@@ -145,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow.set_tracking_uri(args.tracking_uri)
     try:
-        compare(args.target, args.metrics, args.by, args.out)
+        compare(args.target, args.metrics, args.by, args.out, args.kind)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

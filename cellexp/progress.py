@@ -2,8 +2,9 @@
 one line an epoch ends with.
 
 tqdm's bars redraw themselves with carriage returns, which a log file keeps as thousands of partial lines.
-Off a terminal, `progress` writes nothing but one line per LOG_EVERY_S seconds of a long loop; the code
-around it logs its own summary (an epoch's line, a split's "crops ready").
+Off a terminal, `progress` writes one line FIRST_LINE_S seconds into a long loop and then one per LOG_EVERY_S,
+each with the count, the rate and, when the total is known, the time left; the code around it logs its own
+summary (an epoch's line, a split's "crops ready"). A loop shorter than FIRST_LINE_S says nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("cellexp.progress")
 
-LOG_EVERY_S = 60.0
+FIRST_LINE_S = 10.0
+LOG_EVERY_S = 30.0
 
 
 def on_terminal() -> bool:
@@ -31,8 +33,9 @@ class _LogLines:
     def __init__(self, iterable, total: int | None, desc: str, unit: str, initial: int = 0, quiet: bool = False):
         self.iterable, self.desc, self.unit, self.quiet = iterable, desc, unit, quiet
         self.total = total if total is not None else _length(iterable)
-        self.n, self.postfix = initial, ""
-        self.started = self.last = time.monotonic()
+        self.n, self.initial, self.postfix = initial, initial, ""
+        self.started = time.monotonic()
+        self.next_line = self.started + FIRST_LINE_S
 
     def __iter__(self) -> Iterator:
         for item in self.iterable:
@@ -48,16 +51,33 @@ class _LogLines:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if not self.quiet and now - self.last >= LOG_EVERY_S:
-            self.last = now
-            of = f"/{self.total}" if self.total else ""
-            rate = self.n / max(now - self.started, 1e-9)
-            log.info("%s: %d%s %s (%.1f %s/s)%s", self.desc, self.n, of, self.unit, rate, self.unit, self.postfix)
+        if not self.quiet and now >= self.next_line:
+            self.next_line = now + LOG_EVERY_S
+            log.info("%s: %s%s", self.desc, self.state(now), self.postfix)
+
+    def state(self, now: float) -> str:
+        """`12/80 batch, 0.31 batch/s (3.2 s/batch), 3m39s left`: the rate since the start, the time left at it."""
+        rate = (self.n - self.initial) / max(now - self.started, 1e-9)
+        text = f"{self.n}{f'/{self.total}' if self.total else ''} {self.unit}, {rate:.3g} {self.unit}/s"
+        if 0 < rate < 1:
+            text += f" ({1 / rate:.3g} s/{self.unit})"
+        if self.total and rate > 0:
+            text += f", {_duration((self.total - self.n) / rate)} left"
+        return text
 
     def set_postfix(self, **values) -> None:
         self.postfix = "  " + "  ".join(f"{k} {v}" for k, v in values.items())
 
     def close(self) -> None: ...
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _length(iterable) -> int | None:

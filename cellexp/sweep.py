@@ -53,9 +53,12 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra calls this from a `finally`: an exception on its way out is a sweep that failed."""
         failed = sys.exc_info()[1] is not None
-        if self._parent is not None:
-            sweep_runs.record_sweep_results(self._parent, Path(str(config.hydra.sweep.dir)), SWEEP_RECORDS)
+        parent = self._parent
+        if parent is not None:
+            sweep_runs.record_sweep_results(parent, Path(str(config.hydra.sweep.dir)), SWEEP_RECORDS)
         self._close("FAILED" if failed else "FINISHED")
+        if parent is not None:
+            log.info("%s", sweep_runs.summary(parent, config))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """Runs in the job's own process: a job that failed before its MLflow run opened is recorded too."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cellexp.config import PARENT_RUN_ENV
+from cellexp.config import PARENT_RUN_ENV, default_tracking_uri
+from cellexp.handoff import python, ui_command
+from cellexp.kinds import KIND_TAG, run_kind
 from cellexp.tracking import (
     MAX_PARAM_LENGTH,
     RUN_ID_FILE,
@@ -15,7 +18,9 @@ from cellexp.tracking import (
     default_run_name,
     retrying,
     run_label,
+    short_number,
     sweep_tags,
+    tracking_uri,
 )
 
 # what the Optuna sweeper's result file counts, logged as the parent's sweep/<name> metrics
@@ -37,7 +42,8 @@ def record_failed_job(cfg: DictConfig, run_dir: Path, error: BaseException) -> N
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_ID_FILE).write_text(run.info.run_id)
-    tags = {**run_label(cfg), **sweep_tags(), "run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]}
+    tags = {**run_label(cfg), **sweep_tags(), KIND_TAG: run_kind(cfg.task.name, cfg.task.get("fit"))}
+    tags.update({"run_dir": str(run_dir), "error": str(error)[:MAX_PARAM_LENGTH]})
     retrying(mlflow.set_tags, tags)
     retrying(mlflow.end_run, status="FAILED")
 
@@ -52,8 +58,9 @@ def open_parent_run(config: DictConfig, sweep_id: str, keys: list[str]) -> str:
     run = retrying(
         MlflowClient().create_run,
         experiment_id,
-        run_name=f"sweep {sweep_id}",
+        run_name=f"sweep {' '.join(key.rsplit('.', 1)[-1] for key in keys) or 'of one job'} {sweep_id}",
         tags={
+            KIND_TAG: "sweep",
             "sweep.dir": str(config.hydra.sweep.dir),
             "sweep.sweeper": sweeper,
             "sweep.keys": ",".join(keys),
@@ -88,3 +95,36 @@ def close_parent_run(parent: str, status: str) -> None:
     from mlflow.tracking import MlflowClient
 
     retrying(MlflowClient().set_terminated, parent, status=status)
+
+
+def summary(parent: str, config: DictConfig) -> str:
+    """The lines a sweep ends with: its parent run and jobs, the best job by its optimized metric, and the commands
+    that compare the jobs and show them."""
+    from mlflow.tracking import MlflowClient
+
+    from cellexp.runs import best_value
+
+    client = MlflowClient()
+    run = retrying(client.get_run, parent)
+    children = retrying(
+        client.search_runs, [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    failed = sum(child.info.status == "FAILED" for child in children)
+    lines = [
+        f"sweep {run.info.run_name!r} ended: parent run {parent}  {len(children)} jobs ({failed} failed)  "
+        f"experiment {config.logger.experiment_name!r}  folder {config.hydra.sweep.dir}"
+    ]
+    scored = [
+        (value, child) for child in children if child.info.status == "FINISHED" and (value := best_value(client, child))
+    ]
+    if scored:
+        pick = min if str(config.task.get("direction")) == "minimize" else max
+        (key, value), best = pick(scored, key=lambda entry: entry[0][1])
+        lines.append(
+            f"  {'best job':<14} {best.info.run_name} (run {best.info.run_id})  {key} {short_number(str(value))}"
+        )
+    uri = tracking_uri(config.logger)
+    store = "" if uri == default_tracking_uri() else f" --tracking-uri {shlex.quote(uri)}"
+    lines.append(f"  {'compare':<14} {python()} -m cellexp.compare {parent}{store}")
+    lines.append(f"  {'open the UI':<14} {ui_command(uri, run.info.experiment_id)}")
+    return "\n".join(lines)

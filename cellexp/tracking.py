@@ -28,6 +28,8 @@ from cellexp.engine.preemption import Preempted, shielded, signals_held
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import TrialPruned
 from cellexp.handoff import RunRecord, announce_end, announce_start
+from cellexp.kinds import KIND_TAG, run_kind
+from cellexp.run_page import ordered_params
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class MlflowTracker(NullTracker):
     def log_artifacts(self, folder, artifact_path=None):
         """An artifact store on this disk (file://) gets hard links to the folder's files, not a second copy: what is
         logged (checkpoints, reports) is replaced by renaming, never rewritten in place. Elsewhere, an upload."""
-        target = _local_path(self._mlflow_call("get_artifact_uri", artifact_path))
+        target = local_path(self._mlflow_call("get_artifact_uri", artifact_path))
         if target is None or not _link_tree(Path(folder), target):
             self._mlflow_call("log_artifacts", str(folder), artifact_path)
 
@@ -89,7 +91,8 @@ class MlflowTracker(NullTracker):
         return retrying(getattr(self._mlflow, name), *args, **kwargs)
 
 
-def _local_path(uri: str) -> Path | None:
+def local_path(uri: str) -> Path | None:
+    """The folder of a file:// (or plain path) artifact URI; None for a remote store."""
     parsed = urlparse(uri)
     return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
@@ -171,11 +174,15 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
                 experiment=cfg.logger.experiment_name if tracked else None,
                 tracking_uri=tracking_uri(cfg.logger) if tracked else None,
                 default_uri=default_tracking_uri(),
+                overrides=command_line(),
+                experiment_id=run.info.experiment_id if run else None,
             )
             announce_start(record)
         if run is not None:  # a resumed run completes what its first attempt did not log (killed before it did)
             _log_run_description(cfg, run_dir, run.data if resumed else None)
-        yield MlflowTracker(run.info.run_id) if run else NullTracker()
+        tracker = MlflowTracker(run.info.run_id) if run else NullTracker()
+        tracker.record = record
+        yield tracker
         status = "FINISHED"
         _seal(cfg, run_dir)
     except TrialPruned as pruned:
@@ -249,8 +256,9 @@ def _log_run_description(cfg: DictConfig, run_dir: Path, logged=None) -> None:
     import mlflow
 
     config_params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
-    params = {**config_params, **swept_params(config_params)}
-    tags = {**run_label(cfg), **sweep_tags(), **git_state(), "run_dir": str(run_dir)}
+    params = ordered_params(config_params, swept_params(config_params))
+    kind = {KIND_TAG: run_kind(cfg.task.name, cfg.task.get("fit"))}
+    tags = {**run_label(cfg), **sweep_tags(), **git_state(), **kind, "run_dir": str(run_dir)}
     if logged is not None:
         params = {key: value for key, value in params.items() if key not in logged.params}
         tags = {key: value for key, value in tags.items() if key not in logged.tags}
@@ -292,6 +300,8 @@ def run_label(cfg: DictConfig) -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    if cfg.get("task", {}).get("name") == "predict":  # reads task.images, never `dataset`
+        choices = {**choices, "dataset": "task.images"}
     fallback = {
         "dataset": cfg.get("dataset", {}).get("name", "?"),
         "backbone": cfg.get("backbone", {}).get("model_name", "?"),
@@ -315,6 +325,13 @@ def backbone_source_tags(spec: str, source) -> dict[str, str]:
     }
     log.info("backbone starts from %s", "  ".join(f"{k}={v}" for k, v in tags.items()))
     return tags
+
+
+def command_line() -> tuple[str, ...]:
+    """The run's overrides as given on the command line (Hydra's record; none without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return tuple(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ()
 
 
 def sweep_tags() -> dict[str, str]:
@@ -363,12 +380,12 @@ def default_run_name(cfg: DictConfig) -> str:
     backbone and head."""
     swept = swept_values()
     if swept:
-        return " ".join(f"{key.rsplit('.', 1)[-1]}={_short_number(value)}" for key, value in swept.items())
+        return " ".join(f"{key.rsplit('.', 1)[-1]}={short_number(value)}" for key, value in swept.items())
     label = run_label(cfg)
     return f"{label['backbone']} {label['head']}"
 
 
-def _short_number(value: str) -> str:
+def short_number(value: str) -> str:
     """0.00012345678 -> 0.000123; integers and words as they are."""
     try:
         number = float(value)

@@ -73,7 +73,7 @@ def test_a_log_file_has_no_progress_bar_frames(tmp_path):
     """Off a terminal, progress is a line now and then, never carriage-return frames (a SLURM .out stays readable)."""
     result = train(
         "debug=default",
-        "backbone=test_resnet",
+        "trainer.max_epochs=1",
         "head=linear",
         "dataset.image_size=32",
         "dataset.limit=64",

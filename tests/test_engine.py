@@ -137,7 +137,25 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatch, ca
     assert isinstance(bar, tqdm)
     bar.close()
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(progress, "FIRST_LINE_S", 0.0)
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     with caplog.at_level(logging.INFO, logger="cellexp.progress"):
         assert list(progress.progress(range(3), desc="work", unit="img")) == [0, 1, 2]
     assert caplog.messages[-1].startswith("work: 3/3 img")
+
+
+def test_a_log_gets_a_line_ten_seconds_in_then_every_thirty_with_the_rate_and_the_time_left(monkeypatch, caplog):
+    from cellexp import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    with caplog.at_level(logging.INFO, logger="cellexp.progress"):
+        bar = progress.progress(total=100, desc="epoch 1/1", unit="batch")
+        for seconds in (4, 8, 12, 30, 44):  # a slow start: each batch's end, in seconds
+            clock[0] = 1000.0 + seconds
+            bar.update(1)
+    assert caplog.messages == [
+        "epoch 1/1: 3/100 batch, 0.25 batch/s (4 s/batch), 6m28s left",
+        "epoch 1/1: 5/100 batch, 0.114 batch/s (8.8 s/batch), 13m56s left",
+    ]

@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import cellexp
-from cellexp import compare, runs, tracking
+from cellexp import compare, handoff, runs, tracking
 from cellexp.config import release_run_dir
 from cellexp.engine.checkpoint import BEST, MODEL_FILE, STATE_FILE, CheckpointManager
 from cellexp.handoff import RunRecord, next_steps
@@ -30,10 +30,11 @@ def test_a_quick_run_says_where_it_is_and_what_comes_next(make_cfg, caplog, caps
         assert run_id in line and folder in line and repr(experiment) in line and cfg.logger.tracking_uri in line
     assert start.startswith("started") and end.startswith("finished") and " MB on disk" in end
     # a store other than the project's: the run is named by its folder, the tools get the store
+    python = handoff.python()
     for command in (
-        f"python train.py task.fit=false ckpt={folder}",
-        f"python train.py task=xai ckpt={folder}",
-        f"python -m cellexp.compare {experiment} --tracking-uri {cfg.logger.tracking_uri}",
+        f"{python} train.py task.fit=false ckpt={folder}",
+        f"{python} train.py task=xai ckpt={folder}",
+        f"{python} -m cellexp.compare {experiment} --tracking-uri {cfg.logger.tracking_uri}",
         f"mlflow ui --backend-store-uri {cfg.logger.tracking_uri}",
     ):
         assert command in end
@@ -60,12 +61,17 @@ def test_a_run_in_the_default_store_is_named_by_its_id():
     uri = "sqlite:///somewhere/mlflow.db"
     record = RunRecord("classify", Path("/runs/x"), "abc123", "cellexp", uri, default_uri=uri)
     commands = dict(next_steps(record))
-    assert commands["evaluate"] == "python train.py task.fit=false ckpt=abc123"
-    assert commands["explain"] == "python train.py task=xai ckpt=abc123"
-    assert commands["compare"] == "python -m cellexp.compare cellexp"
-    assert commands["open the UI"].startswith(f"mlflow ui --backend-store-uri {uri}")
+    python = handoff.python()
+    assert commands["evaluate"] == f"{python} train.py task.fit=false ckpt=abc123"
+    assert commands["explain"] == f"{python} train.py task=xai ckpt=abc123"
+    assert commands["compare"] == f"{python} -m cellexp.compare cellexp"
+    assert "ui --backend-store-uri sqlite:///somewhere/mlflow.db" in commands["open the UI"]
     untracked = dict(next_steps(RunRecord("classify", Path("/runs/x"))))
-    assert untracked == {"evaluate": "python train.py task.fit=false ckpt=/runs/x", "explain": untracked["explain"]}
+    assert untracked == {"evaluate": f"{python} train.py task.fit=false ckpt=/runs/x", "explain": untracked["explain"]}
+    grey16 = RunRecord("classify", Path("/runs/x"), overrides=("dataset=synthetic_16bit", "head=mlp"))
+    grey16.crops = "2 channels of uint16"
+    evaluate = f"{python} train.py task.fit=false ckpt=/runs/x dataset=synthetic_16bit"
+    assert dict(next_steps(grey16)) == {"evaluate": evaluate}, "task=xai takes grey 8-bit crops only: no explain"
 
 
 def test_runs_names_a_missing_store_an_empty_one_and_an_unknown_experiment(tmp_path, capsys):
@@ -124,9 +130,17 @@ def test_sweep_names_are_short_and_swept_keys_become_short_params(monkeypatch):
     assert tracking.swept_params(config_params) == {"lr": "0.00012345678", "dim": "64", "head": "mlp"}
 
 
-def test_compare_shows_no_spread_for_a_configuration_of_one_run():
+def test_compare_shows_no_spread_for_a_configuration_of_one_run_and_short_swept_numbers():
     table = pd.DataFrame(
-        {"head": ["mlp", "linear"], "runs": [2, 1], "params": [1e6, 2e6], "m mean": [0.5, 0.25], "m std": [0.1, 0.0]}
+        {
+            "head": ["mlp", "linear"],
+            "lr": ["0.00012345678", "0.003"],
+            "runs": [2, 1],
+            "params": [1e6, 2e6],
+            "m mean": [0.5, 0.25],
+            "m std": [0.1, 0.0],
+        }
     )
-    shown = compare.format_table(table, ["m"], ["head"])
+    shown = compare.format_table(table, ["m"], ["head", "lr"])
     assert "0.5000 ± 0.1000" in shown and "0.2500 ±" not in shown
+    assert "0.000123 " in shown and "0.00012345678" not in shown

@@ -13,10 +13,12 @@ import pytest
 import tifffile
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
 import cellexp
+from cellexp.config import release_run_dir
 from cellexp.data.crops import cell_box, cell_mask
 from cellexp.data.datamodule import load_crop_data, open_crop_store
 from cellexp.data.intensity import to_uint8
@@ -99,6 +101,8 @@ def test_builtin_segmenter_counts_and_classifies(make_cfg, trained, plate):
     # chance is 1/8; measured 0.23-0.25 (0.39 for the same model on the true outlines, the COCO test below)
     assert accuracy >= 1.4 / CLASSES, accuracy
     assert summary["cells"] == len(cells) and summary["skipped"] == []
+    with Image.open(Path(cfg.paths.output_dir) / "predict" / "outlines.png") as figure:  # the segmentation, drawn
+        assert figure.format == "PNG" and figure.width >= 400
     run = tracked_run(cfg)
     assert run.data.tags["ckpt_run_id"] == ""  # the classifier ran with logger=none
     assert run.data.metrics["predict/cells"] == len(cells)
@@ -357,6 +361,42 @@ def test_a_model_refuses_a_plate_of_another_channel_count(make_cfg, trained, tra
     with pytest.raises(ConfigError, match=r"trained on 2-channel images .*have 1 channel of uint8") as err:
         _predict(make_cfg, trained_16bit, plate["folder"], run_name="other_way")
     assert sorted(plate["truth"])[0] in str(err.value)
+    assert "if each channel is a file of its own, give task.channel_pattern" in str(err.value)
+
+
+def test_a_refused_plate_leaves_no_run_and_no_folder(make_cfg, trained_16bit, plate):
+    """Refused for its inputs before writing a result: the MLflow run is deleted and the folder holds only what a
+    refusal before the run leaves, which train.py removes (release_run_dir)."""
+    cfg = make_cfg([*PREDICT, f"ckpt={trained_16bit}", f"task.images={plate['folder']}"], run_name="gone", tiny=False)
+    with pytest.raises(ConfigError, match="task.channel_pattern"):
+        cellexp.run(cfg)
+    runs = MlflowClient(tracking_uri=cfg.logger.tracking_uri).search_runs(
+        [
+            MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+            .get_experiment_by_name(cfg.logger.experiment_name)
+            .experiment_id
+        ]
+    )
+    assert runs == []
+    assert release_run_dir(cfg.paths.output_dir) and not Path(cfg.paths.output_dir).exists()
+
+
+def test_a_missing_images_folder_is_refused_before_the_model_loads(make_cfg, tmp_path):
+    cfg = make_cfg([*PREDICT, "ckpt=no_such_run", f"task.images={tmp_path / 'nope'}"], tiny=False)
+    with pytest.raises(DataError, match=f"task.images: {tmp_path / 'nope'} does not exist"):
+        cellexp.run(cfg)
+
+
+def test_names_the_pattern_does_not_read_are_warned_of(tmp_path, caplog):
+    for name in ("plate1_A01_1_00d00h00m.png", "img_001.png", "img_002.png"):
+        (tmp_path / name).write_bytes(b"")
+    images, _ = find_images([str(tmp_path)], PATTERN)
+    assert [image.fields["well"] for image in images] == [None, None, "A01"]  # in name order
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("2 of 3 image names do not match task.name_pattern=") and "e.g. img_001.png" in warning
+    caplog.clear()
+    find_images([str(tmp_path / "plate1_*")], PATTERN)
+    assert not caplog.records, "names that all match: no warning"
 
 
 # ------------------------------------------------------------------ task=embed: the same table for a dataset split

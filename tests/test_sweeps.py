@@ -71,6 +71,7 @@ def grid(tmp_path_factory, data_dir, tracking):
     root = tmp_path_factory.mktemp("grid")
     result = sweep(root, data_dir, tracking, "grid", "head=linear,mlp", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
+    (root / "sweep.out").write_text(result.stdout + result.stderr)
     return root
 
 
@@ -87,6 +88,17 @@ def test_grid_multirun_makes_one_parent_run_with_a_child_per_job(grid, tracking)
     assert all((sweep_dir / str(i) / "config.yaml").is_file() for i in range(4))
     artifacts = [a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "sweep")]
     assert artifacts == ["sweep/multirun.yaml"]
+
+
+def test_a_sweep_ends_with_its_parent_run_its_best_job_and_the_compare_command(grid, tracking):
+    parent, children = sweep_runs(tracking, "grid")
+    out = (grid / "sweep.out").read_text()
+    assert parent.info.run_name.startswith("sweep head seed "), "named by what it varies"
+    ended = out[out.index(f"sweep {parent.info.run_name!r} ended: parent run {parent.info.run_id}") :]
+    assert "4 jobs (0 failed)" in ended.splitlines()[0]
+    best = max(children, key=lambda c: c.data.metrics["val/balanced_accuracy"])  # one epoch: last = best
+    assert f"best job       {best.info.run_name} (run {best.info.run_id})  val/balanced_accuracy" in ended
+    assert f"-m cellexp.compare {parent.info.run_id} --tracking-uri {tracking}" in ended
 
 
 def test_swept_keys_are_params_of_an_experiment_the_ui_opens_on_runs(grid, tracking):
@@ -106,7 +118,7 @@ def test_compare_prints_the_table_of_a_sweep_and_attaches_it_to_the_parent(grid,
     parent, children = sweep_runs(tracking, "grid")
     code = compare.main([parent.info.run_id, "--tracking-uri", tracking, "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0 and "4 runs" in out and "by head" in out
+    assert code == 0 and "4 train runs" in out and "by head" in out
     with open(tmp_path / "compare.csv") as f:
         rows = {row["head"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"linear", "mlp"} and {row["runs"] for row in rows.values()} == {"2"}

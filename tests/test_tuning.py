@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 import cellexp
 from cellexp.data.datamodule import open_crop_store
 from cellexp.data.dataset import CropDataset
+from cellexp.handoff import weight_copies
 from cellexp.reports.data import split_digest
 from tests.conftest import ROOT, compose_cfg, tracked_run
 from tests.test_sweeps import sweep, sweep_runs
@@ -154,6 +155,12 @@ def test_the_logged_mlflow_model_predicts_what_the_run_predicted(classified):
     assert "model.safetensors" in files and not [name for name in files if name.endswith((".pkl", ".pt"))]
     signature = model.metadata.get_input_schema().inputs[0]
     assert signature.type == crops.dtype and signature.shape == (-1, *crops.shape[1:])
+    # one copy of the weights: the model's, the uploaded checkpoint's and the run folder's are one file
+    artifacts = Path(classified.logger.artifact_location.removeprefix("file://"))
+    assert weight_copies(Path(classified.paths.output_dir), artifacts) == []
+    (weights,) = (artifacts / "models").rglob("model.safetensors")
+    best = Path(classified.paths.output_dir) / "checkpoints" / "best" / "model.safetensors"
+    assert weights.stat().st_ino == best.stat().st_ino
 
 
 def test_the_run_has_system_metrics_its_dataset_and_its_git_state(classified):

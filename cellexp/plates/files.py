@@ -4,6 +4,7 @@ channel pattern, which files are the channels of one field."""
 from __future__ import annotations
 
 import glob
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from cellexp.errors import ConfigError, DataError
 # file names of masks that tools write beside their images (cellpose: X_masks.tif, X_cp_masks.png, X_seg.npy)
 MASK_MARKERS = ("_masks", "_cp_masks", "_seg")
 FIELDS = ("well", "site", "time")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ def find_images(
     if not found:
         raise DataError(f"task.images={specs}: no image files ({', '.join(SUFFIXES)}) there")
     if channel_pattern is None:
-        return [PlateImage(p, p.parent.name, _fields(p.name, regex)) for p in sorted(found)], skipped
+        images = [PlateImage(p, p.parent.name, _fields(p.name, regex)) for p in sorted(found)]
+        return _warn_unnamed(images, pattern), skipped
     fields, unmatched = _channel_fields(sorted(found), _channel_regex(channel_pattern))
     if not fields:
         raise DataError(
@@ -54,7 +57,27 @@ def find_images(
         for p in unmatched
     ]
     images = [PlateImage(path, path.parent.name, _fields(path.name, regex), files) for path, files in fields.items()]
-    return images, skipped
+    return _warn_unnamed(images, pattern), skipped
+
+
+def missing_inputs(specs: list[str]) -> list[str]:
+    """The specs that name a file or folder (no glob characters) that is not there: refused before any work."""
+    return [spec for spec in specs if not glob.has_magic(spec) and not Path(spec).expanduser().exists()]
+
+
+def _warn_unnamed(images: list[PlateImage], pattern: str | None) -> list[PlateImage]:
+    """A pattern that reads no well from some names leaves their well and site empty in every table: say so once."""
+    unnamed = [image.path.name for image in images if pattern and image.fields["well"] is None]
+    if unnamed:
+        log.warning(
+            "%d of %d image names do not match task.name_pattern=%r (e.g. %s): their well, site and time are left "
+            "empty; give task.name_pattern a regex with groups well, site, time that your names match",
+            len(unnamed),
+            len(images),
+            pattern,
+            unnamed[0],
+        )
+    return images
 
 
 def _channel_regex(pattern: str) -> re.Pattern:

@@ -38,6 +38,7 @@ class PlateResult:
     images: int = 0
     pending: list[np.ndarray] = field(default_factory=list)  # crops cut, not yet classified
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "outline": 0.0, "cut": 0.0, "model": 0.0})
+    preview: tuple | None = None  # the first image with cells: its name, first channel and outlines, to draw
 
 
 def predict_plate(
@@ -66,9 +67,11 @@ def predict_plate(
         found = "; ".join(
             f"{kind} ({', '.join(files[:3])}{' and more' if len(files) > 3 else ''})" for kind, files in wrong.items()
         )
+        one_file_each = inputs.channels > 1 and not any(image.channel_files for image in images)
+        hint = "; if each channel is a file of its own, give task.channel_pattern (e.g. '_ch(?P<channel>\\d+)')"
         raise ConfigError(
             f"the model was trained on {inputs.channels}-channel images ({inputs.kind}); the plate's images have "
-            f"{found}: none of the {len(images)} images fits it"
+            f"{found}: none of the {len(images)} images fits it{hint if one_file_each else ''}"
         )
     return result
 
@@ -116,6 +119,8 @@ def _cut_image(
     if not outlines:
         return f"no cells: {source.empty}"
     cells = cut_cells(pixels, outlines, settings)
+    if result.preview is None and len(cells.crops):
+        result.preview = (image.path.name, pixels[0], outlines)
     for reason, count in cells.dropped.items():
         result.dropped[reason] = result.dropped.get(reason, 0) + count
     if len(cells.crops):

@@ -9,26 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import project_root
 from cellexp.errors import ConfigError, DataError
+from cellexp.follow_up import TRAINING_KEYS
 
 DINO_HEAD = "cellexp.models.dino.DinoHead"
 MIL_HEAD = "cellexp.models.mil.GatedAttentionMIL"
 OTHER_TASKS_HEADS = {DINO_HEAD: "head=dino (task=ssl's)", MIL_HEAD: "head=gated_attention (task=mil's)"}
 # the crops that task=ssl and task=xai are made for (pixels.pixel_kind's words)
 GREY = "1 channel of uint8"
-# trainer keys that only a training run reads
-TRAINING_KEYS = (
-    "max_epochs",
-    "batch_size",
-    "grad_accum_steps",
-    "grad_clip",
-    "channels_last",
-    "compile",
-    "split_batches",
-    "sync_batchnorm",
-    "early_stopping",
-    "resume",
-    "checkpoint",
-)
 
 
 # what each task refuses to start without a trained model (the tasks that need one, and when)

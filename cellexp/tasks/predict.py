@@ -7,6 +7,7 @@ and logged to MLflow under predict/, tagged with the checkpoint's run id:
     images.parquet/.csv      per image: cells, count_<class>, mean_prob_<class>, median Feature_*
     wells.parquet/.csv       the same per (plate, well)
     class_shares.png         the predicted classes' shares per well
+    outlines.png             the first image with its cells' outlines, coloured by predicted class
     summary.json             images, cells, the settings used, and every skipped input with its reason
 """
 
@@ -20,19 +21,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellexp.data.livecell import CELL_LINES
 from cellexp.engine.accelerator import make_accelerator
-from cellexp.errors import ConfigError
+from cellexp.errors import ConfigError, DataError
 from cellexp.loading import load_trained, resolve, trained_classes
 from cellexp.plates.cells import crop_settings
-from cellexp.plates.files import find_images
+from cellexp.plates.files import find_images, missing_inputs
 from cellexp.plates.inference import classify_crops
 from cellexp.plates.outlines import CocoMasks, LabelFolder
 from cellexp.plates.plate import predict_plate
 from cellexp.plates.profiles import cell_table, joined
 from cellexp.plates.segment import Segmenter, SegmenterSettings
 from cellexp.plates.tables import write_summary, write_tables
-from cellexp.reports.plates import class_shares_figure
+from cellexp.reports.plates import class_shares_figure, outlines_figure
 from cellexp.tasks.checks import refuse_training_keys
-from cellexp.tracking import RUN_ID_FILE, start_tracking
+from cellexp.tracking import RUN_ID_FILE, retrying, start_tracking, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -61,33 +62,42 @@ def run(cfg: DictConfig) -> float:
     settings = crop_settings(trained.dataset)
     classify = partial(classify_crops, model, transform, batch_size=task.batch_size, device=accelerator.device)
     run_dir = Path(cfg.paths.output_dir)
-    with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
-        tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
-        result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels)
-        skipped += result.skipped + getattr(outlines, "skipped", [])
-        cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
-        folder = run_dir / "predict"
-        tables = write_tables(folder, cells, class_names)
-        class_shares_figure(folder / "class_shares.png", tables["wells"], class_names)
-        summary = {
-            "ckpt": str(cfg.ckpt),
-            "checkpoint": str(source.folder),
-            "classes": class_names,
-            "crop": {"size": settings.crop_size, "context_margin": settings.context_margin},
-            "input": {"kind": inputs.kind, "intensity": inputs.intensity},
-            "outlines": task.masks or task.segment,
-        }
-        write_summary(folder, result, len(images), len(cells), skipped, summary)
-        cells_per_s = len(cells) / max(sum(result.seconds.values()), 1e-9)
-        tracker.log_metrics(
-            {
-                "predict/cells": len(cells),
-                "predict/images": result.images,
-                "predict/skipped": len(skipped),
-                "predict/cells_per_s": cells_per_s,
+    try:
+        with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
+            tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
+            result = predict_plate(
+                images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels
+            )
+            skipped += result.skipped + getattr(outlines, "skipped", [])
+            cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
+            folder = run_dir / "predict"
+            tables = write_tables(folder, cells, class_names)
+            class_shares_figure(folder / "class_shares.png", tables["wells"], class_names)
+            if result.preview is not None:
+                _draw_outlines(folder / "outlines.png", result.preview, cells, class_names)
+            summary = {
+                "ckpt": str(cfg.ckpt),
+                "checkpoint": str(source.folder),
+                "classes": class_names,
+                "crop": {"size": settings.crop_size, "context_margin": settings.context_margin},
+                "input": {"kind": inputs.kind, "intensity": inputs.intensity},
+                "outlines": task.masks or task.segment,
             }
-        )
-        tracker.log_artifacts(folder, "predict")
+            write_summary(folder, result, len(images), len(cells), skipped, summary)
+            cells_per_s = len(cells) / max(sum(result.seconds.values()), 1e-9)
+            tracker.log_metrics(
+                {
+                    "predict/cells": len(cells),
+                    "predict/images": result.images,
+                    "predict/skipped": len(skipped),
+                    "predict/cells_per_s": cells_per_s,
+                }
+            )
+            tracker.log_artifacts(folder, "predict")
+    except (ConfigError, DataError):
+        if not (run_dir / "predict").exists():
+            _discard(cfg, run_dir)
+        raise
     log.info(
         "predict: %d cells from %d images (%d inputs skipped) -> %s", len(cells), result.images, len(skipped), folder
     )
@@ -101,6 +111,9 @@ def _check_options(cfg: DictConfig) -> None:
         raise ConfigError("task=predict uses a trained model: give ckpt=<checkpoint, run folder or MLflow run id>")
     if not cfg.task.images:
         raise ConfigError("task=predict needs images: give task.images=<folder or glob>")
+    missing = missing_inputs(_specs(cfg.task.images))
+    if missing:
+        raise DataError(f"task.images: {', '.join(missing)} does not exist (give a folder, a file or a glob)")
     if cfg.task.segment not in SEGMENTERS:
         raise ConfigError(f"task.segment={cfg.task.segment!r} is not one of {', '.join(SEGMENTERS)}")
     if cfg.task.segment == "cellpose" and not cfg.task.masks:
@@ -125,6 +138,26 @@ def _outline_source(task: DictConfig):
         path = Path(str(task.masks)).expanduser()
         return CocoMasks(path) if path.suffix.lower() == ".json" else LabelFolder(path, task.max_pixels)
     return Segmenter(SegmenterSettings(**OmegaConf.to_container(task.segmenter)))
+
+
+def _draw_outlines(path: Path, preview: tuple, cells, class_names: list[str]) -> None:
+    name, pixels, outlines = preview
+    mine = cells[cells["Metadata_Image"] == name]
+    predicted = dict(zip(mine["Metadata_ObjectNumber"], mine["predicted_class"], strict=True))
+    outlines_figure(path, name, pixels, outlines, predicted, class_names)
+
+
+def _discard(cfg: DictConfig, run_dir: Path) -> None:
+    """A plate refused for its inputs before any result was written leaves nothing, as a refusal before the run
+    opened does: its MLflow run is deleted and the run id file goes, so that train.py removes the folder."""
+    id_file = run_dir / RUN_ID_FILE
+    if not id_file.is_file():
+        return
+    if cfg.logger.name != "none":
+        from mlflow.tracking import MlflowClient
+
+        retrying(MlflowClient(tracking_uri=tracking_uri(cfg.logger)).delete_run, id_file.read_text().strip())
+    id_file.unlink()
 
 
 def _run_id(spec: str, folder: Path) -> str:
