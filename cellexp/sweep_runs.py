@@ -88,3 +88,19 @@ def close_parent_run(parent: str, status: str) -> None:
     from mlflow.tracking import MlflowClient
 
     retrying(MlflowClient().set_terminated, parent, status=status)
+
+
+def fail_lost_job(job_num: int, error: BaseException) -> None:
+    """A sweep job that ended without a result (its node died, SIGKILL): its child run, left RUNNING, closed FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = MlflowClient()
+    experiment_id = retrying(client.get_run, parent).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`sweep.job_num` = '{job_num}'"
+    for run in retrying(client.search_runs, [experiment_id], f"{query} and attributes.status = 'RUNNING'"):
+        message = f"the job ended without a result: {error}"[:MAX_PARAM_LENGTH]
+        retrying(client.set_tag, run.info.run_id, "error", message)
+        retrying(client.set_terminated, run.info.run_id, status="FAILED")

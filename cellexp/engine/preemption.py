@@ -3,6 +3,8 @@
 For the whole run (`stop_on_signals`), a signal raises `Preempted` wherever the run is (preparing data, testing,
 writing reports), so that the MLflow run is closed KILLED and what is finished stays on disk. While training
 (`PreemptionWatch`), the signal only sets a flag that the loop honours at the next step, after saving a checkpoint.
+SIGUSR2 is submitit's: once the run has stopped, the handler that was there before (submitit's, in a SLURM job)
+gets the signal too, and requeues the job, which resumes the same run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import signal
 import threading
 from contextlib import contextmanager
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+_received: list[int] = []  # the signals that stopped the current run, for the handlers that were there before
 
 
 class Preempted(Exception):
@@ -27,21 +30,34 @@ class Preempted(Exception):
 
 
 def _raise_preempted(signum, frame):
+    _received.append(signum)
     raise Preempted(signal_name=signal.Signals(signum).name)
 
 
 @contextmanager
 def stop_on_signals():
-    """Inside the block, a preemption signal raises `Preempted` (main thread only; elsewhere a no-op)."""
+    """Inside the block, a preemption signal raises `Preempted` (main thread only; elsewhere a no-op). Leaving the
+    block on `Preempted`, the handlers from before it that are Python functions (a launcher's) get the signal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     previous = {sig: signal.signal(sig, _raise_preempted) for sig in PREEMPTION_SIGNALS}
     try:
         yield
+    except Preempted:
+        _restore(previous)
+        for signum in dict.fromkeys(_received):
+            if callable(previous[signum]):
+                previous[signum](signum, None)  # submitit: checkpoint the job, requeue it and exit
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore(previous)
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 class PreemptionWatch:
@@ -52,6 +68,7 @@ class PreemptionWatch:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        _received.append(signum)
         self.requested = True
 
     def __enter__(self):
@@ -60,6 +77,5 @@ class PreemptionWatch:
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        _restore(self._previous)
         return False
