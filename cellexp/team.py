@@ -40,6 +40,13 @@ def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def _run(command: list[str]) -> None:
+    """A PostgreSQL program as its owner; a failure says what it printed (e.g. a folder `postgres` cannot reach)."""
+    done = subprocess.run(_as_owner(command), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()[-1500:]}")
+
+
 @dataclass
 class Postgres:
     """A PostgreSQL cluster in `folder`, listening on host:port, with the `cellexp` role and its databases."""
@@ -70,8 +77,7 @@ class Postgres:
         if os.geteuid() == 0:
             log.touch()
             shutil.chown(log, "postgres")
-        command = [postgres_bin("pg_ctl"), "-D", str(self.folder), "-l", str(log), "-o", options, "-w", "start"]
-        subprocess.run(_as_owner(command), check=True, capture_output=True, text=True)
+        _run([postgres_bin("pg_ctl"), "-D", str(self.folder), "-l", str(log), "-o", options, "-w", "start"])
         self._create_role_and_databases(sockets)
         return self
 
@@ -88,8 +94,17 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres")
         # the owner over the local socket only; the cellexp role from anywhere, with its password
-        command = [postgres_bin("initdb"), "-D", str(self.folder), "-U", "postgres", "--auth-local=trust"]
-        subprocess.run(_as_owner([*command, "--auth-host=scram-sha-256"]), check=True, capture_output=True)
+        _run(
+            [
+                postgres_bin("initdb"),
+                "-D",
+                str(self.folder),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ]
+        )
         with (self.folder / "pg_hba.conf").open("a") as hba:
             hba.write("host all cellexp 0.0.0.0/0 scram-sha-256\nhost all cellexp ::/0 scram-sha-256\n")
 
@@ -105,13 +120,18 @@ class Postgres:
                     db.execute(f"CREATE DATABASE {name} OWNER {USER}")
 
 
-def start_mlflow_server(backend: str, artifacts: str, host: str, port: int, workers: int = 4, allowed_hosts=None):
-    """`mlflow server` over `backend`, serving (proxying) the artifact store `artifacts`; returns once /health says
-    so. Its process, which the caller ends."""
+def start_mlflow_server(
+    backend: str, artifacts: str, host: str, port: int, workers: int = 4, allowed_hosts=None, log: Path | None = None
+):
+    """`mlflow server` over `backend`, serving (proxying) the artifact store `artifacts`, its output to `log` (else
+    this console); returns once /health says so. Its process, which the caller ends."""
     command = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend]
     command += ["--artifacts-destination", artifacts, "--serve-artifacts", "--host", host, "--port", str(port)]
     command += ["--workers", str(workers)] + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
-    server = subprocess.Popen(command, start_new_session=True)
+    output = log.open("a") if log else None
+    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if log else None, start_new_session=True)
+    if output:
+        output.close()  # the server holds its own
     url = f"http://{host}:{port}/health"
     for _ in range(240):
         if server.poll() is not None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,21 +37,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def team_server(folder: Path):
-    """PostgreSQL on a free loopback port and an MLflow server over it: (server URL, Postgres, artifact folder)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o755)  # the postgres user reaches its cluster inside
+def team_server():
+    """PostgreSQL on a free loopback port and an MLflow server over it: (server URL, Postgres, artifact folder).
+    In a folder of its own under /tmp that the `postgres` user can reach (pytest's are the owner's only)."""
+    folder = Path(tempfile.mkdtemp(prefix="cellexp-team-"))
+    folder.chmod(0o755)
     postgres = Postgres(folder / "postgres", "127.0.0.1", free_port()).start()
     artifacts = folder / "artifacts"
     server = None
     try:
         port = free_port()
-        server = start_mlflow_server(postgres.url("mlflow"), str(artifacts), "127.0.0.1", port, workers=2)
+        server = start_mlflow_server(
+            postgres.url("mlflow"), str(artifacts), "127.0.0.1", port, workers=2, log=folder / "mlflow.log"
+        )
         yield f"http://127.0.0.1:{port}", postgres, artifacts
     finally:
         if server is not None:
             stop_process(server)
         postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 SLURM_CONF = """\

@@ -88,7 +88,6 @@ def test_accelerate_template_is_a_valid_multi_node_config():
     assert config.num_processes % config.num_machines == 0 and not config.use_cpu
 
 
-
 def test_a_launchers_handler_gets_the_signal_once_the_run_has_stopped():
     """In a SLURM job, submitit's SIGUSR2 handler requeues the job: cellexp stops the run first (MLflow: KILLED),
     then hands the signal on, once, to the handler that was there before."""

@@ -42,6 +42,7 @@ SWEEP = [
     "hydra/launcher=slurm",
     "hydra.launcher.partition=debug",
     "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.tasks_per_node=1",
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=null",
     "hydra.launcher.timeout_min=20",
@@ -57,9 +58,9 @@ SWEEP = [
 
 
 @pytest.fixture(scope="session")
-def team(tmp_path_factory):
+def team():
     """PostgreSQL + `mlflow server` for the session: (server URL, Postgres, the server's artifact folder)."""
-    with team_server(tmp_path_factory.mktemp("team")) as services:
+    with team_server() as services:
         yield services
 
 
