@@ -82,6 +82,7 @@ def _runs(server: str, experiment: str):
 TOGETHER = """
 import sys, time
 from pathlib import Path
+import mlflow
 from omegaconf import OmegaConf
 from cellexp.tracking import configure_mlflow
 folder, uri, name, index = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
