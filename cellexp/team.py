@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,13 @@ def start_mlflow_server(
             time.sleep(0.5)
     stop_process(server)
     raise RuntimeError(f"mlflow server did not answer {url} within 120 s")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def stop_process(process: subprocess.Popen) -> None:

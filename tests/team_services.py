@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from cellexp.team import POSTGRES_BINARIES, Postgres, postgres_bin, start_mlflow_server, stop_process
+from cellexp.team import POSTGRES_BINARIES, Postgres, free_port, postgres_bin, start_mlflow_server, stop_process
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
 SLURM_CPUS = 2
@@ -28,12 +28,6 @@ def missing_binaries() -> list[str]:
         except FileNotFoundError:
             missing.append(name)
     return missing + [name for name in SLURM_BINARIES if shutil.which(name) is None]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -11,11 +11,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import mlflow
 import optuna
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 
+from cellexp.config import PARENT_RUN_ENV
+from cellexp.optuna_sweeper import _TrialRun
 from tests.conftest import ROOT, subprocess_env
 from tests.team_services import missing_binaries, slurm_cluster, team_server
 
@@ -26,10 +31,9 @@ except ImportError:
     MISSING.append("psycopg (pip install '.[team]')")
 if os.geteuid() != 0:
     MISSING.append("root (the test cluster's slurmd runs jobs as root)")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)} (Debian: postgresql slurm-wlm munge)"),
-]
+needs_services = pytest.mark.skipif(
+    bool(MISSING), reason=f"needs {', '.join(MISSING)} (Debian: postgresql slurm-wlm munge)"
+)
 SWEEP = [
     "backbone=test_resnet",
     "dataset.crop_size=48",
@@ -52,6 +56,46 @@ SWEEP = [
     "hydra.sweeper.params={optim.optimizer.lr:'interval(1e-3,1e-2)',trainer.batch_size:'32'}",
     "tuning.pruner=none",
 ]
+
+
+# ------------------------------------------------------------------------------- a job that ends without a result
+
+
+class _LostSecondJob:
+    """A launcher whose job 1 ends without a result, as submitit reports a job whose node died."""
+
+    def launch(self, job_overrides, initial_job_idx):
+        if initial_job_idx == 1:
+            raise RuntimeError("job 1 has not produced any output (state: NODE_FAIL)")
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)]
+
+
+def test_a_job_lost_with_its_node_fails_its_trial_and_run_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # restored afterwards
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    experiment = client.create_experiment("lost")
+    parent = client.create_run(experiment, run_name="sweep").info.run_id
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "sweep.job_num": "1"}).info.run_id
+    other = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "sweep.job_num": "2"}).info.run_id
+    monkeypatch.setenv(PARENT_RUN_ENV, parent)
+    sweeper = SimpleNamespace(
+        launcher=_LostSecondJob(),
+        n_trials=3,
+        n_jobs=1,
+        job_idx=0,
+        max_failure_rate=0.5,
+        _configure_trials=lambda trials, *space: [("x=1",)],
+    )
+    study = optuna.create_study()
+    run = _TrialRun(sweeper, study, ())
+    run.work()
+    run.raise_if_too_many_failed()  # 1 of 3 failed: under the sweep's max_failure_rate
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    lost = client.get_run(child)
+    assert lost.info.status == "FAILED" and "NODE_FAIL" in lost.data.tags["error"]
+    assert client.get_run(other).info.status == "RUNNING"  # another job's run is not touched
 
 
 # ---------------------------------------------------------------------------------------------- the services
@@ -99,6 +143,8 @@ with mlflow.start_run(experiment_id=experiment_id, run_name=f"together {index}")
 """
 
 
+@pytest.mark.integration
+@needs_services
 def test_eight_processes_create_one_new_experiment_at_the_same_instant(tmp_path, team):
     """Half name the server in the config (logger.tracking_uri), half through MLFLOW_TRACKING_URI, with a local
     sqlite store in the config that must stay unused: one experiment, 8 runs, 8 artifacts in the server's store."""
@@ -130,6 +176,8 @@ def test_eight_processes_create_one_new_experiment_at_the_same_instant(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.integration
+@needs_services
 def test_eight_training_runs_started_together_are_all_recorded_once(tmp_path, data_dir, team):
     """8 `debug=default` runs of train.py started at once on a new experiment: 8 FINISHED runs, one per run folder,
     each with its checkpoint and model in the server's artifact store, none on the client's disk."""
@@ -181,6 +229,8 @@ def sweep_record(server: str, storage: str, name: str):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
+@needs_services
 def test_a_sweep_of_slurm_jobs_records_every_trial_in_optuna_and_mlflow(tmp_path, data_dir, team, slurm):
     server, postgres, _artifacts = team
     storage = postgres.url("optuna")
@@ -223,6 +273,8 @@ def _cancel_running_jobs(sweep_root: Path, actions: list[list[str]], done: list)
 
 
 @pytest.mark.slow
+@pytest.mark.integration
+@needs_services
 def test_a_preempted_trial_is_requeued_and_a_cancelled_one_failed_and_the_sweep_goes_on(
     tmp_path, data_dir, team, slurm
 ):
