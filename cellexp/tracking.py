@@ -206,7 +206,8 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         _seal(cfg, run_dir)
         raise
     except BaseException as err:
-        status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
+        stopped = (err, err.__cause__, err.__context__)  # a signal's Preempted, as raised or wrapped on its way out
+        status = "KILLED" if any(isinstance(e, (Preempted, KeyboardInterrupt)) for e in stopped) else "FAILED"
         if run is not None:
             _close_run(run, status, error=err)
             run = None

@@ -203,7 +203,8 @@ def test_eight_training_runs_started_together_are_all_recorded_once(tmp_path, da
     for run in runs:
         stored = artifacts / experiment.experiment_id / run.info.run_id / "artifacts"
         assert (stored / "config.yaml").is_file() and any(stored.glob("checkpoints/**/*.safetensors")), run.info
-        assert (stored / "model" / "MLmodel").is_file()
+    # MLflow 3 keeps each run's logged model beside the runs, in the experiment's models/ folder
+    assert len(list(artifacts.glob(f"{experiment.experiment_id}/models/*/artifacts/MLmodel"))) == 8
     assert not (tmp_path / "mlartifacts").exists()
 
 
@@ -255,14 +256,15 @@ def test_a_sweep_of_slurm_jobs_records_every_trial_in_optuna_and_mlflow(tmp_path
 
 
 def _cancel_running_jobs(sweep_root: Path, actions: list[list[str]], done: list) -> None:
-    """Each action (a scancel option list) on the next SLURM job whose MLflow run has opened, in turn."""
+    """Each action (a scancel option list) on the next SLURM job whose MLflow run has saved its first epoch."""
     handled = set()
     deadline = time.monotonic() + 600
     while actions and time.monotonic() < deadline:
         for job_folder in sorted(sweep_root.glob("multirun/*/.submitit/[0-9]*")):
             job, runs = job_folder.name, list(sweep_root.glob("multirun/*/*/mlflow_run_id"))
-            log = job_folder / f"{job}_0_log.err"
-            opened = [r for r in runs if log.is_file() and str(r.parent) in log.read_text()]
+            logs = "".join(log.read_text() for log in job_folder.glob(f"{job}_0_log.*"))
+            opened = [r for r in runs if f"folder {r.parent} " in logs]  # the run's first log line names its folder
+            opened = [r for r in opened if any((r.parent / "checkpoints").glob("epoch_*"))]  # and it is training
             if job not in handled and opened:
                 run_id = opened[0].read_text().strip()
                 subprocess.run(["scancel", *actions.pop(0), job], check=True, timeout=30)
@@ -302,8 +304,8 @@ def test_a_preempted_trial_is_requeued_and_a_cancelled_one_failed_and_the_sweep_
     # the requeued job ran again as the same SLURM job, in the same MLflow run, and completed the same trial
     requeued = children[by_run[requeued_run]]
     assert states[by_run[requeued_run]] is optuna.trial.TrialState.COMPLETE and requeued.info.status == "FINISHED"
-    (job_log,) = tmp_path.glob(f"multirun/*/.submitit/{requeued_job}/{requeued_job}_0_log.err")
-    assert "Requeued job" in job_log.read_text()
+    job_logs = tmp_path.glob(f"multirun/*/.submitit/{requeued_job}/{requeued_job}_0_log.*")
+    assert "Requeued job" in "".join(log.read_text() for log in job_logs)
     history = MlflowClient(server).get_metric_history(requeued_run, "val/balanced_accuracy")
     assert len({h.step for h in history}) == 3  # its 3 epochs, before and after the requeue
     assert "RUNNING" not in {c.info.status for c in children.values()} and parent.info.status == "FINISHED"

@@ -37,7 +37,8 @@ def _raise_preempted(signum, frame):
 @contextmanager
 def stop_on_signals():
     """Inside the block, a preemption signal raises `Preempted` (main thread only; elsewhere a no-op). Leaving the
-    block on `Preempted`, the handlers from before it that are Python functions (a launcher's) get the signal."""
+    block on the exception it raised, the handlers from before it that are Python functions (a launcher's) get the
+    signal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -45,7 +46,7 @@ def stop_on_signals():
     previous = {sig: signal.signal(sig, _raise_preempted) for sig in PREEMPTION_SIGNALS}
     try:
         yield
-    except Preempted:
+    except BaseException:  # Preempted, or what it became on its way out (e.g. raised while resolving the config)
         _restore(previous)
         for signum in dict.fromkeys(_received):
             if callable(previous[signum]):
