@@ -98,8 +98,15 @@ def test_a_launchers_handler_gets_the_signal_once_the_run_has_stopped():
             os.kill(os.getpid(), signal.SIGUSR2)
             time.sleep(1)  # the signal arrives at the next bytecode; never reached
         assert seen == [signal.SIGUSR2]
+        with pytest.raises(RuntimeError), stop_on_signals():  # Preempted wrapped on its way out (OmegaConf does)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(1)
+            except Preempted as stopped:
+                raise RuntimeError("Preempted raised while resolving interpolation") from stopped
+        assert seen == [signal.SIGUSR2] * 2
         with stop_on_signals():  # a run that ends normally hands nothing on
             pass
-        assert seen == [signal.SIGUSR2]
+        assert seen == [signal.SIGUSR2] * 2
     finally:
         signal.signal(signal.SIGUSR2, previous)
