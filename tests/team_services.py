@@ -78,7 +78,7 @@ SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-KillWait=5
+KillWait=30
 SchedulerParameters=sched_interval=1
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
@@ -111,12 +111,26 @@ def slurm_cluster(folder: Path):
         _wait_for(lambda: _node_state(host) in ("idle", "mixed", "allocated"), "an idle node", folder)
         yield {"host": host, "conf": conf, "partition": "debug"}
     finally:
+        _cancel_all(daemons)
         for daemon in reversed(daemons):
             stop_process(daemon)
         if previous is None:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+def _cancel_all(daemons: list) -> None:
+    """Every job gone before the daemons stop, so that no job step outlives its slurmd."""
+    if len(daemons) < 3:
+        return
+    subprocess.run(["scancel", "--partition=debug"], capture_output=True, timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=10)
+        if out.returncode != 0 or not out.stdout.strip():
+            return
+        time.sleep(1)
 
 
 def _daemon(command: list[str], out: Path) -> subprocess.Popen:
