@@ -8,7 +8,9 @@ changes three things:
   in processes of their own (submitit local or SLURM); the in-process launcher runs them one after another;
 - each job is told its trial's number (`tuning.trial`), so that it reports every epoch's value to its trial and
   stops when `tuning.pruner` prunes it (cellexp.pruning); such a job returns a PrunedValue, told as PRUNED;
-- the result file and the log say how many trials were pruned and about how much time that saved.
+- the result file and the log say how many trials were pruned and about how much time that saved;
+- a job that ends without a result (its node died, it was cancelled) is a failed trial, its MLflow run is closed
+  FAILED, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import optuna
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from cellexp import sweep_runs
 from cellexp.errors import PrunedValue
 from cellexp.pruning import EPOCH_SECONDS_ATTR, EPOCHS_ATTR, MAX_EPOCHS_ATTR
 
@@ -108,7 +111,11 @@ class _TrialRun:
     def work(self) -> None:
         while (job := self._next()) is not None:
             trial, overrides, job_idx = job
-            (result,) = self.sweeper.launcher.launch([overrides], initial_job_idx=job_idx)
+            try:
+                (result,) = self.sweeper.launcher.launch([overrides], initial_job_idx=job_idx)
+            except Exception as error:  # the job ended without a result: its node died, or it was killed
+                result = JobReturn(status=JobStatus.FAILED, _return_value=error)
+                sweep_runs.fail_lost_job(job_idx, error)
             with self.lock:
                 self._tell(trial, result)
 

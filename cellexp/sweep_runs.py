@@ -128,3 +128,19 @@ def summary(parent: str, config: DictConfig) -> str:
     lines.append(f"  {'compare':<14} {python()} -m cellexp.compare {parent}{store}")
     lines.append(f"  {'open the UI':<14} {ui_command(uri, run.info.experiment_id)}")
     return "\n".join(lines)
+
+
+def fail_lost_job(job_num: int, error: BaseException) -> None:
+    """A sweep job that ended without a result (its node died, SIGKILL): its child run, left RUNNING, closed FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = MlflowClient()
+    experiment_id = retrying(client.get_run, parent).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`sweep.job_num` = '{job_num}'"
+    for run in retrying(client.search_runs, [experiment_id], f"{query} and attributes.status = 'RUNNING'"):
+        message = f"the job ended without a result: {error}"[:MAX_PARAM_LENGTH]
+        retrying(client.set_tag, run.info.run_id, "error", message)
+        retrying(client.set_terminated, run.info.run_id, status="FAILED")

@@ -4,6 +4,7 @@ The tracking URI comes from MLFLOW_TRACKING_URI when set (MLflow's convention), 
 `cfg.logger.tracking_uri` (a sqlite file in the project root by default). Only the main process talks to
 MLflow; other ranks get a tracker that does nothing. A new sqlite store is created under a file lock (MLflow's
 table creation races between processes), and calls that meet a locked sqlite database are retried with backoff.
+Against a server, where no lock reaches, an experiment that another run created first is read back by name.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ RETRIES = 6
 # MLflow 3's UI opens an experiment of this kind on its runs table (a "genai_development" one, on traces); without
 # the tag it guesses from what the experiment holds, and an empty one opens on traces.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+# tracking URIs of an MLflow server, which keeps (or proxies) the artifact store itself
+SERVER_SCHEMES = ("http", "https")
 # a sweep trial that its pruner stopped: FINISHED, with this tag PRUNED (and the reason beside it)
 PRUNED_TAG = "optuna.trial.state"
 
@@ -133,14 +137,30 @@ def configure_mlflow(logger_cfg: DictConfig) -> str:
     with _store_lock(uri):
         experiment = retrying(mlflow.get_experiment_by_name, logger_cfg.experiment_name)
         if experiment is None:
-            # A store named in the config keeps artifacts beside it; a server from the environment decides itself.
-            location = None if from_environment else logger_cfg.artifact_location
-            name, kind = logger_cfg.experiment_name, {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-            return retrying(mlflow.create_experiment, name, artifact_location=location, tags=kind)
+            return _create_experiment(logger_cfg, location=_artifact_location(logger_cfg, uri, from_environment))
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before cellexp set it, or by hand
             client = mlflow.tracking.MlflowClient()
             retrying(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
+
+
+def _artifact_location(logger_cfg: DictConfig, uri: str, from_environment: str | None) -> str | None:
+    """A store named in the config keeps artifacts beside it; a server (or a store from the environment) decides."""
+    return None if from_environment or urlparse(uri).scheme in SERVER_SCHEMES else logger_cfg.artifact_location
+
+
+def _create_experiment(logger_cfg: DictConfig, location: str | None) -> str:
+    """A new experiment, or the one that a process beside this one (where no file lock reaches) created first."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = logger_cfg.experiment_name
+    try:
+        return retrying(mlflow.create_experiment, name, artifact_location=location, tags=EXPERIMENT_TAGS)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return retrying(mlflow.get_experiment_by_name, name).experiment_id
 
 
 @contextmanager
@@ -194,7 +214,8 @@ def start_tracking(cfg: DictConfig, run_dir: Path, enabled: bool) -> Iterator[Nu
         _seal(cfg, run_dir)
         raise
     except BaseException as err:
-        status = "KILLED" if isinstance(err, (Preempted, KeyboardInterrupt)) else "FAILED"
+        stopped = (err, err.__cause__, err.__context__)  # a signal's Preempted, as raised or wrapped on its way out
+        status = "KILLED" if any(isinstance(e, (Preempted, KeyboardInterrupt)) for e in stopped) else "FAILED"
         if run is not None:
             with shielded():  # a second Ctrl-C does not break off the closing
                 _close_run(run, status, error=err)

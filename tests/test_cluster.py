@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
 from cellexp.config import is_main_rank
 from cellexp.engine.cluster import export_slurm_ranks
+from cellexp.engine.preemption import Preempted, stop_on_signals
 
 TORCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -83,3 +86,27 @@ def test_accelerate_template_is_a_valid_multi_node_config():
     config = load_config_from_file(str(ROOT / "cluster" / "accelerate_multi_node.yaml"))
     assert str(config.distributed_type).endswith("MULTI_GPU") and config.num_machines == 2
     assert config.num_processes % config.num_machines == 0 and not config.use_cpu
+
+
+def test_a_launchers_handler_gets_the_signal_once_the_run_has_stopped():
+    """In a SLURM job, submitit's SIGUSR2 handler requeues the job: cellexp stops the run first (MLflow: KILLED),
+    then hands the signal on, once, to the handler that was there before."""
+    seen = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
+    try:
+        with pytest.raises(Preempted), stop_on_signals():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(1)  # the signal arrives at the next bytecode; never reached
+        assert seen == [signal.SIGUSR2]
+        with pytest.raises(RuntimeError), stop_on_signals():  # Preempted wrapped on its way out (OmegaConf does)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(1)
+            except Preempted as stopped:
+                raise RuntimeError("Preempted raised while resolving interpolation") from stopped
+        assert seen == [signal.SIGUSR2] * 2
+        with stop_on_signals():  # a run that ends normally hands nothing on
+            pass
+        assert seen == [signal.SIGUSR2] * 2
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -2,10 +2,12 @@
 
 For the whole run (`stop_on_signals`), a signal (Ctrl-C's SIGINT too) raises `Preempted` wherever the run is
 (preparing data, testing, writing reports), so that the MLflow run is closed KILLED and what is finished stays on
-disk. While training (`PreemptionWatch`), SIGTERM and SIGUSR1 only set a flag that the loop honours at the next step,
-after saving a checkpoint. While the record of a stopping run is being closed (`shielded`), further signals are noted
-and ignored, so that a second Ctrl-C never breaks off the closing; elsewhere a second signal raises `Preempted`
-again, with the same one line. A forked worker (a DataLoader's) that gets the signal exits quietly, as on Ctrl-C.
+disk. While training (`PreemptionWatch`), SIGTERM, SIGUSR1 and SIGUSR2 only set a flag that the loop honours at the
+next step, after saving a checkpoint. While the record of a stopping run is being closed (`shielded`), further
+signals are noted and ignored, so that a second Ctrl-C never breaks off the closing; elsewhere a second signal
+raises `Preempted` again, with the same one line. A forked worker (a DataLoader's) that gets the signal exits
+quietly, as on Ctrl-C. SIGUSR2 is submitit's: once the run has stopped, the handler that was there before
+(submitit's, in a SLURM job) gets the signal too, and requeues the job, which resumes the same run.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 STOP_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
 # the process that opened the current `stop_on_signals` block, how many `shielded` and `signals_held` blocks are
 # open, and the signal held back by the latter
 _state = {"pid": None, "shielded": 0, "held": 0, "pending": None}
+_received: list[int] = []  # the signals that stopped the current run, for the handlers that were there before
 
 
 class Preempted(BaseException):
@@ -42,6 +45,7 @@ def _raise_preempted(signum, frame):
     name = signal.Signals(signum).name
     if os.getpid() != _state["pid"]:
         raise KeyboardInterrupt  # a forked worker: it exits quietly, the run's own process stops the run
+    _received.append(signum)
     if _state["held"]:
         _state["pending"] = _state["pending"] or name
         return
@@ -53,17 +57,30 @@ def _raise_preempted(signum, frame):
 
 @contextmanager
 def stop_on_signals():
-    """Inside the block, a stop signal raises `Preempted` once (main thread only; elsewhere a no-op)."""
+    """Inside the block, a stop signal raises `Preempted` once (main thread only; elsewhere a no-op). Leaving the
+    block on the exception it raised, the handlers from before it that are Python functions (a launcher's) get the
+    signal."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _state["pid"] = os.getpid()
+    _received.clear()
     previous = {sig: signal.signal(sig, _raise_preempted) for sig in STOP_SIGNALS}
     try:
         yield
+    except BaseException:  # Preempted, or what it became on its way out (e.g. raised while resolving the config)
+        _restore(previous)
+        for signum in dict.fromkeys(_received):
+            if signum in PREEMPTION_SIGNALS and callable(previous[signum]):  # Ctrl-C's ends here, as one line
+                previous[signum](signum, None)  # submitit: checkpoint the job, requeue it and exit
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore(previous)
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 @contextmanager
@@ -98,6 +115,7 @@ class PreemptionWatch:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        _received.append(signum)
         self.requested = True
 
     def __enter__(self):
@@ -106,6 +124,5 @@ class PreemptionWatch:
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        _restore(self._previous)
         return False
