@@ -115,8 +115,12 @@ def histogram(path: Path, scores: np.ndarray, correct: np.ndarray | None, thresh
     return _save(fig, path)
 
 
+LEGEND = 20
+
+
 def umap_scatter(path: Path, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Path:
-    """2-D embedding, one colour per class; small markers so that tens of thousands of cells stay legible."""
+    """2-D embedding, one colour per class; small markers so that tens of thousands of cells stay legible; a legend
+    up to LEGEND names (a plate's wells are too many to name: their colours repeat)."""
     fig, ax = plt.subplots(figsize=(6, 5))
     size = max(1.0, min(12.0, 3000 / max(len(coords), 1)))
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -127,7 +131,8 @@ def umap_scatter(path: Path, coords: np.ndarray, labels: np.ndarray, class_names
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
+    if len(class_names) <= LEGEND:
+        ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
     return _save(fig, path)
 
 

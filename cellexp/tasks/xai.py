@@ -32,20 +32,17 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
-from torch import nn
 
-from cellexp.data.datamodule import CropData, eval_loader, load_crop_data
+from cellexp.data.datamodule import load_crop_data
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
-from cellexp.progress import progress
 from cellexp.reports import xai as figures
-from cellexp.reports.tables import write_csv
 from cellexp.reports.xai import truth, write_cells, write_comparison, write_scores
 from cellexp.tasks.checks import refuse_training_keys, require_grey
+from cellexp.tasks.xai_embeddings import embeddings
 from cellexp.tracking import start_tracking
 from cellexp.xai.cams import CAM_METHODS, cam_maps, map_kind
 from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
-from cellexp.xai.embedding import embedding_report
 from cellexp.xai.gradcamo import Scored, per_class, resize_masks, score_batches, summarize
 from cellexp.xai.lime_maps import lime_maps
 from cellexp.xai.rollout import check_rollout, rollout_maps
@@ -104,7 +101,7 @@ def run(cfg: DictConfig) -> float:
             for method in xai.methods
         ]
         if xai.umap:
-            parts.append(("umap", partial(_embeddings, runs[0], data, cfg, folder)))
+            parts.append(("umap", partial(embeddings, runs[0], data, cfg, folder)))
         for name, part in parts:
             found = part()
             tracker.log_metrics(found)
@@ -313,56 +310,6 @@ def _view(
         caption=caption,
         correct=bool(explained.predicted[index] == cells.labels[index]) if cells.known[index] else None,
     )
-
-
-@torch.no_grad()
-def _embeddings(explained: Explained, data: CropData, cfg: DictConfig, out: Path) -> dict[str, float]:
-    """UMAP picture, silhouette and kNN accuracy of the whole split's embeddings (and head states)."""
-    xai = cfg.xai
-    dataset = data.splits[xai.split]
-    model = explained.model
-    spaces: dict[str, list[torch.Tensor]] = {"embedding": []}
-    linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
-    hooks = []
-    if xai.head_state and len(linears) > 1:
-        spaces["head_state"] = []
-        last_input: list[torch.Tensor] = []
-        hooks = [m.register_forward_pre_hook(lambda _m, args: last_input.append(args[0])) for m in linears]
-    elif xai.head_state:
-        log.info("xai.head_state: the head has a single Linear layer, whose input is the embedding itself")
-    loader = eval_loader(dataset, cfg.trainer.eval_batch_size, cfg.trainer.num_workers)
-    try:
-        for crops, _ in progress(loader, desc="xai embeddings", unit="batch"):
-            embedding = model.backbone(explained.transform(crops.to(explained.device)))
-            spaces["embedding"].append(embedding.float().cpu())
-            if hooks:
-                last_input.clear()
-                model.head(embedding)
-                spaces["head_state"].append(last_input[-1].float().cpu())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    labels = np.asarray(dataset.labels)
-    metrics = {}
-    for space, chunks in spaces.items():
-        values, coords = embedding_report(
-            torch.cat(chunks).numpy(), labels, xai.knn_k, xai.umap_neighbors, xai.silhouette_cells, cfg.seed, xai.sphere
-        )
-        metrics.update({f"xai/{space}/{k}": v for k, v in values.items()})
-        title = (
-            f"{space} of {explained.label}, {xai.split} split{' (sphered)' if xai.sphere else ''}: "
-            f"silhouette {values['silhouette']:.3f}, {xai.knn_k}-NN accuracy {values['knn_accuracy']:.3f}"
-        )
-        figures.umap_scatter(out / "umap" / f"{space}.png", coords, labels, data.class_names, title)
-        write_csv(
-            out / "umap" / f"{space}.csv",
-            ["source_index", "class", "umap_x", "umap_y"],
-            [
-                [int(i), data.class_names[c], float(x), float(y)]
-                for i, c, (x, y) in zip(dataset.indices, labels, coords, strict=True)
-            ],
-        )
-    return metrics
 
 
 def _metric_key(name: str) -> str:
