@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,20 @@ def trained(tmp_path_factory, data_dir) -> dict[str, Path]:
         overrides = [*data, f"backbone={BACKBONE[kind]}", "head=linear", "trainer.max_epochs=1"]
         _run(overrides, root / kind, data_dir)
     return {kind: root / kind for kind in DATA}
+
+
+def test_a_plate_run_scores_its_profiles_and_multichannel_runs_their_channel_correlation(trained):
+    quality = json.loads((trained["3d"] / "profiles" / "quality.json").read_text())
+    assert quality["sphering.reference"] == "negative controls" and quality["splits"] == ["val", "test"]
+    for key in ("map_replicate", "map_vs_control", "cells/map_replicate", "cells/frac_retrieved_vs_control"):
+        assert 0 <= quality[f"profiles/{key}"] <= 1
+    assert not (trained["8bit_5ch"] / "profiles").exists()  # no treatments: nothing to score
+    for kind, channels in (("16bit_2ch", 2), ("8bit_5ch", 5), ("3d", 5)):
+        with open(trained[kind] / "data" / "channel_correlation.csv", newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        matrix = np.array([[float(v) for v in row[1:]] for row in rows])
+        assert matrix.shape == (channels, channels) and np.allclose(np.diag(matrix), 1)
+        assert np.allclose(matrix, matrix.T) and (trained[kind] / "data" / "channel_correlation.png").is_file()
 
 
 def _scores(folder: Path, method: str) -> np.ndarray:

@@ -30,9 +30,9 @@ def cell_metadata(dataset: CropDataset, columns: ProfileColumns = PLATE) -> pd.D
     return table
 
 
-def profile_table(dataset: CropDataset, embeddings: np.ndarray) -> pd.DataFrame:
-    """cell_metadata beside the embeddings (N, D) as Feature_0.. columns."""
+def profile_table(metadata: pd.DataFrame, embeddings: np.ndarray) -> pd.DataFrame:
+    """Cells' metadata (cell_metadata's rows) beside their embeddings (N, D) as Feature_0.. columns."""
     features = pd.DataFrame(
         np.asarray(embeddings, np.float32), columns=[f"{FEATURE_PREFIX}{i}" for i in range(embeddings.shape[1])]
     )
-    return pd.concat([cell_metadata(dataset), features], axis=1)
+    return pd.concat([metadata.reset_index(drop=True), features], axis=1)

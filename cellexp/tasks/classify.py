@@ -33,6 +33,7 @@ from cellexp.reports.classification import write_confusion_matrix, write_predict
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
 from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
+from cellexp.tasks.profiling import log_profile_quality
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 from cellexp.xai.camo import GradCamo
 
@@ -75,6 +76,11 @@ def run(cfg: DictConfig) -> float:
             if accelerator.is_main_process and cfg.task.get("mlflow_model") and tracker.run_id is not None:
                 _log_mlflow_model(best, run_dir, data)
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
+        if accelerator.is_main_process:
+            model = trainer.unwrapped
+            log_profile_quality(
+                model.backbone, trainer.eval_transform, data, tracker, run_dir, cfg.trainer.eval_batch_size, cfg.seed
+            )
         if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
     return objective
