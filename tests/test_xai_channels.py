@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 
 import cellexp
 from cellexp.errors import ConfigError
@@ -40,6 +41,8 @@ def trained(tmp_path_factory, data_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("xai_channels")
     for kind, data in DATA.items():
         overrides = [*data, f"backbone={BACKBONE[kind]}", "head=linear", "trainer.max_epochs=1"]
+        if kind == "3d":  # two epochs, and the UMAP over them
+            overrides += ["trainer.max_epochs=2", "task.umap_over_training=true"]
         _run(overrides, root / kind, data_dir)
     return {kind: root / kind for kind in DATA}
 
@@ -56,6 +59,12 @@ def test_a_plate_run_scores_its_profiles_and_multichannel_runs_their_channel_cor
         matrix = np.array([[float(v) for v in row[1:]] for row in rows])
         assert matrix.shape == (channels, channels) and np.allclose(np.diag(matrix), 1)
         assert np.allclose(matrix, matrix.T) and (trained[kind] / "data" / "channel_correlation.png").is_file()
+
+
+def test_the_umap_over_training_is_a_gif_of_one_frame_per_epoch(trained):
+    with Image.open(trained["3d"] / "umap_over_training.gif") as gif:
+        assert gif.n_frames == 2
+    assert not (trained["8bit_5ch"] / "umap_over_training.gif").exists()  # off by default
 
 
 def _scores(folder: Path, method: str) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""3-D Grad-CAM and Grad-CAMO (the paper's z-stacks) on hand-built models, 3-D masks, and how cells are drawn."""
+"""3-D Grad-CAM and Grad-CAMO (the paper's z-stacks) on hand-built models, 3-D masks, how cells are drawn, and the
+UMAP over training."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from cellexp.data.transforms import InputConfig
 from cellexp.models.backbones3d import efficientnet3d
 from cellexp.models.classifier import CellClassifier
 from cellexp.models.heads import LinearHead
+from cellexp.reports.animation import umap_gif
 from cellexp.reports.xai import CellView, composite
 from cellexp.reports.xai_volume import projections, volume_cell
 from cellexp.xai.cams import cam_maps
 from cellexp.xai.gradcamo import gradcamo, resize_masks
 from cellexp.xai.targets import default_target_layer, find_layer
+from cellexp.xai.trajectory import joint_umap
 
 SHAPE = (6, 8, 8)  # (D, H, W)
 
@@ -121,3 +124,14 @@ def test_a_volume_cell_figure_is_written(tmp_path):
     view = CellView(np.random.rand(5, *SHAPE), _cell_mask(), np.random.rand(*SHAPE), "cell", True)
     path = volume_cell(tmp_path / "cell.png", view, "title", 0.5)
     assert Image.open(path).size[0] > 100
+
+
+def test_the_umap_over_training_has_one_frame_per_epoch_on_shared_axes(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 20)
+    frames = [rng.normal(size=(40, 8)) + labels[:, None] * epoch for epoch in range(3)]  # classes part over epochs
+    coords = joint_umap(frames, neighbours=5, seed=0)
+    assert [c.shape for c in coords] == [(40, 2)] * 3
+    path = umap_gif(tmp_path / "umap.gif", coords, labels, ["a", "b"], "test")
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3 and gif.is_animated
