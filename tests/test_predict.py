@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,6 +134,9 @@ def test_tables_and_aggregates(make_cfg, trained, plate):
         pd.testing.assert_frame_equal(table[features], groups[features].median())
         assert (folder / f"{name}.csv").is_file()
     assert (folder / "class_shares.png").stat().st_size > 0
+    adata = anndata.read_h5ad(folder / "cells.h5ad")
+    np.testing.assert_allclose(adata.X, cells[features].to_numpy(np.float32))
+    assert list(adata.obs["Metadata_Well"]) == list(cells.Metadata_Well) and "predicted_class" in adata.obs
     pycytominer = pytest.importorskip("pycytominer")
     profiles = pycytominer.aggregate(cells, strata=WELL_KEYS, features=features, operation="median")
     wells = pd.read_parquet(folder / "wells.parquet")

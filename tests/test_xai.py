@@ -279,8 +279,12 @@ def test_bad_layer_names_list_close_matches(loaded):
 def test_sphering_knn_and_silhouette():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6)) * [10, 5, 1, 1, 0.1, 0.1] + 3
-    whitened = sphere(x.astype(np.float32))
+    whitened = sphere(x.astype(np.float32), regularization=1e-6)
     np.testing.assert_allclose(np.cov(whitened.T), np.eye(6), atol=0.01)
+    controls = np.arange(400) < 200  # fit on these rows only: they come out white, the others follow their map
+    on_controls = sphere(x.astype(np.float32) + 5 * ~controls[:, None], 1e-6, controls)
+    np.testing.assert_allclose(on_controls[controls].mean(axis=0), 0, atol=1e-4)
+    assert np.abs(on_controls[~controls].mean(axis=0)).max() > 1
     labels = np.repeat([0, 1], 50)
     clusters = np.concatenate([rng.normal(0, 1, (50, 4)), rng.normal(20, 1, (50, 4))])
     assert knn_accuracy(clusters, labels, k=5) == 1.0

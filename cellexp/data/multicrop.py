@@ -1,4 +1,5 @@
-"""DINO's multi-crop views of a uint8 batch, made on the training device with whole-batch tensor ops.
+"""DINO's multi-crop views of a batch of crops (any channels; 8-bit, or 16-bit scaled by the training split's
+per-channel ranges as in classification), made on the training device with whole-batch tensor ops.
 
 Microscopy is grayscale and has no up or left, so the augmentations are geometric (random resized crops,
 flips, 90-degree turns), photometric on intensity only (brightness, contrast) and optical (Gaussian blur);
@@ -34,7 +35,8 @@ class ViewKind:
 
 
 class MultiCrop(nn.Module):
-    """uint8 (B, C, S, S) crops -> list of normalised float views, in the order of `kinds` (global ones first).
+    """uint8 or uint16 (B, C, S, S) crops -> list of normalised float views, in the order of `kinds` (global ones
+    first); `intensity` is the 16-bit data's per-channel ranges (the model's input config), None for 8-bit.
 
     Views come from the global RNG on the crops' device, so seeding torch seeds them. Boxes are sampled
     from an antialiased image pyramid, so a box is never shrunk by more than a factor of two in one step.
@@ -51,9 +53,11 @@ class MultiCrop(nn.Module):
         in_chans: int = 1,
         jitter_prob: float = 1.0,
         flip_prob: float | None = None,
+        intensity: tuple[tuple[float, float], ...] | None = None,
     ):
         super().__init__()
         self.kinds, self.blur_sigma = kinds, tuple(blur_sigma)
+        self.scale = BatchTransform(1, intensity=intensity)  # its `unit`: the crops in [0, 1]
         jitter = {"brightness": brightness, "contrast": contrast, "jitter_prob": jitter_prob}
         self.finish = nn.ModuleList(
             BatchTransform(kind.size, mean, std, in_chans, augment=True, flip_prob=flip_prob, **jitter)
@@ -65,12 +69,13 @@ class MultiCrop(nn.Module):
         return [kind.size for kind in self.kinds for _ in range(kind.count)]
 
     def forward(self, crops: torch.Tensor) -> list[torch.Tensor]:
-        pyramid = _pyramid(crops.float().div_(255.0), min(self.sizes))
+        pyramid = _pyramid(self.scale.unit(crops), min(self.sizes))
         views = []
         for kind, finish in zip(self.kinds, self.finish, strict=True):
             for _ in range(kind.count):
                 boxes = _resized_crops(pyramid, kind.size, kind.scale)
-                # BatchTransform takes 0..255 crops; blurring after its normalisation equals blurring before.
+                # the finishing BatchTransforms (8-bit rule) take 0..255; blurring after their normalisation equals
+                # blurring before.
                 views.append(_random_blur(finish(boxes.mul_(255.0)), kind.blur_prob, self.blur_sigma))
         return views
 

@@ -33,6 +33,8 @@ from cellexp.progress import progress
 
 __all__ = ["DEFAULT_IMAGES_PER_LINE", "generate_synthetic_livecell"]
 
+# the phase channel and up to seven stained ones (Cell Painting's five fit)
+MAX_CHANNELS = 8
 DEFAULT_IMAGES_PER_LINE: Mapping[str, int] = MappingProxyType({"train": 4, "val": 1, "test": 1})
 
 # ---------------------------------------------------------------- public entry
@@ -70,9 +72,10 @@ def generate_synthetic_livecell(
     _check_arguments(seed, images_per_line, height, width, density)
     if not 0 <= confound <= 64:
         raise ConfigError(f"confound is the cue's amplitude in grey levels, in [0, 64], got {confound!r}")
-    if channels not in range(1, 5) or bit_depth not in (8, 16):
+    if channels not in range(1, MAX_CHANNELS + 1) or bit_depth not in (8, 16):
         raise ConfigError(
-            f"channels must be 1-4 and bit_depth 8 or 16, got channels={channels!r}, bit_depth={bit_depth!r}"
+            f"channels must be 1-{MAX_CHANNELS} and bit_depth 8 or 16, got channels={channels!r}, "
+            f"bit_depth={bit_depth!r}"
         )
     build_once(root, lambda staging: _write_dataset(staging, settings), before=lambda: _check_target_free(root))
     return same_settings(root, settings, "the synthetic dataset", "dataset.root")

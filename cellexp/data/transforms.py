@@ -120,7 +120,7 @@ class BatchTransform(nn.Module):
         if (crops.ndim == 5) != (self.depth is not None):
             expected = "(B, C, S, S)" if self.depth is None else "(B, C, D, S, S)"
             raise ValueError(f"crops of shape {tuple(crops.shape)}; the model takes {expected} crops")
-        x = crops.float().div_(255.0) if self.intensity is None else self._scaled(crops)
+        x = self.unit(crops)
         if masks is not None:
             x = torch.cat([x, masks.to(x.dtype)], dim=1)
         augment = self.augment and self.training
@@ -147,6 +147,10 @@ class BatchTransform(nn.Module):
         """The model's spatial input size: (S, S), or (D, S, S) for 3-D crops."""
         plane = (self.image_size, self.image_size)
         return plane if self.depth is None else (self.depth, *plane)
+
+    def unit(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops as floats in [0, 1] by the one intensity rule: 8-bit over 255, 16-bit by each channel's range."""
+        return crops.float().div_(255.0) if self.intensity is None else self._scaled(crops)
 
     def _scaled(self, crops: torch.Tensor) -> torch.Tensor:
         """Each channel's intensity range onto [0, 1], clipped (the percentile stretch of `intensity.py`)."""

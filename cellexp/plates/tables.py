@@ -10,14 +10,18 @@ import pandas as pd
 from cellexp.data.intensity import RULE
 from cellexp.plates.plate import PlateResult
 from cellexp.plates.profiles import IMAGE_KEYS, WELL_KEYS, aggregate
+from cellexp.profiles.anndata_files import write_h5ad
 
 CELLS_FILE = "cells.parquet"
+ANNDATA_FILE = "cells.h5ad"
 
 
 def write_tables(folder: Path, cells: pd.DataFrame, class_names: list[str]) -> dict[str, pd.DataFrame]:
-    """cells.parquet, images.{parquet,csv}, wells.{parquet,csv} in `folder`; the tables by name."""
+    """cells.parquet and cells.h5ad (AnnData: Feature_* in X, the other columns in obs), images.{parquet,csv},
+    wells.{parquet,csv} in `folder`; the tables by name."""
     folder.mkdir(parents=True, exist_ok=True)
     cells.to_parquet(folder / CELLS_FILE, index=False)
+    write_h5ad(cells, folder / ANNDATA_FILE)
     tables = {"cells": cells}
     for name, keys in (("images", IMAGE_KEYS), ("wells", WELL_KEYS)):
         table = aggregate(cells, keys, class_names)

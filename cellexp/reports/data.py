@@ -1,4 +1,5 @@
-"""A picture of a prepared dataset: crops per class and split, and a few crops of every class."""
+"""A picture of a prepared dataset: crops per class and split, a few crops of every class, and for several channels
+how correlated they are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellexp.data.channels import split_correlation
 from cellexp.data.intensity import to_uint8
 from cellexp.data.store import CropStore, channel_batch
 
@@ -110,6 +112,12 @@ def log_data_summary(tracker, data, run_dir: Path, dataset_name: str) -> None:
     tracker.log_artifact(shutil.copy(store_summary_figure(data.store, shown), run_dir / "data" / "summary.png"), "data")
     if data.split_table is not None:
         tracker.log_artifact(write_split_table(data.split_table, run_dir / "data" / "splits.csv"), "data")
+    if data.store.channels > 1 and len(data.splits["train"]):
+        matrix = split_correlation(data.splits["train"], seed=0)
+        for path in write_channel_correlation(matrix, run_dir / "data"):
+            tracker.log_artifact(path, "data")
+        off = matrix[~np.eye(len(matrix), dtype=bool)]
+        tracker.log_metrics({"data/channel_corr_mean_abs": float(np.nanmean(np.abs(off)))})
     for failure in summary["failed_images"]:
         log.warning("image skipped during preparation: %s (%s)", failure["image"], failure["reason"])
 
@@ -122,3 +130,32 @@ def write_split_table(rows: list[dict], path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_channel_correlation(matrix: np.ndarray, folder: Path) -> list[Path]:
+    """channel_correlation.csv (the matrix, a row per channel) and channel_correlation.png (its heatmap)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"channel_{c}" for c in range(len(matrix))]
+    table = folder / "channel_correlation.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["channel", *names])
+        writer.writerows([name, *(f"{v:.6f}" for v in row)] for name, row in zip(names, matrix, strict=True))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(matrix), 0.8 + 0.7 * len(matrix)))
+    shown = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(matrix)), range(len(matrix)))
+    ax.set_yticks(range(len(matrix)), range(len(matrix)))
+    ax.set_title("Pearson correlation of channels\nover cell pixels (training crops)", fontsize=9)
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    figure = folder / "channel_correlation.png"
+    fig.savefig(figure, dpi=110)
+    plt.close(fig)
+    return [table, figure]

@@ -19,23 +19,38 @@ from cellexp.xai.gradcamo import per_class  # noqa: E402
 
 OUTLINE = "cyan"
 PER_ROW = 4  # cells per row of a grid, two panels each
+# a colour per channel of a composite, in order (Cell Painting's DNA, ER, RNA, AGP, Mito: blue, green, yellow, red,
+# magenta, as the field draws them); more channels cycle
+CHANNEL_COLOURS = np.array([[0, 0, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class CellView:
     """One cell as drawn: input image and mask at the map's size, its map and a caption."""
 
-    image: np.ndarray  # (H, W) in [0, 1]
-    mask: np.ndarray  # (H, W) binary
-    cam: np.ndarray  # (H, W), non-negative (raw maps are scaled for display only)
+    image: np.ndarray  # (H, W) grey or (C, H, W) channels, in [0, 1]; 3-D: (D, H, W) or (C, D, H, W)
+    mask: np.ndarray  # (H, W) binary; 3-D: (D, H, W)
+    cam: np.ndarray  # (H, W), non-negative (raw maps are scaled for display only); 3-D: (D, H, W)
     caption: str
     correct: bool | None  # None: true class unknown
 
 
+def composite(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: a grey (H, W) image as grey, channels (C, H, W) each in its colour, each of R, G
+    and B the mean of the channels drawn in it (one channel is drawn grey)."""
+    image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    if image.ndim == 2 or len(image) == 1:
+        return np.repeat(image.reshape(image.shape[-2:])[..., None], 3, axis=-1)
+    colours = CHANNEL_COLOURS[np.arange(len(image)) % len(CHANNEL_COLOURS)]
+    colours = colours / np.maximum(colours.sum(axis=0), 1)  # each of R, G, B the mean of the channels it shows
+    return np.clip(np.einsum("chw,ck->hwk", image, colours), 0, 1)
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float) -> np.ndarray:
-    """The map in the jet colour map over the grey image: RGB uint8, `image_weight` of it the image. A raw map is
-    divided by its maximum for the picture only (its zero stays zero, unlike a min-max scaling)."""
-    rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
+    """The map in the jet colour map over the image (grey, or its channels' composite): RGB uint8, `image_weight` of
+    it the image. A raw map is divided by its maximum for the picture only (its zero stays zero, unlike a min-max
+    scaling)."""
+    rgb = composite(image)
     cam = np.maximum(cam.astype(np.float32), 0)
     peak = float(cam.max())
     return show_cam_on_image(rgb, cam / peak if peak > 0 else cam, use_rgb=True, image_weight=image_weight)
@@ -60,7 +75,7 @@ def cell_grid(path: Path, cells: Sequence[CellView], title: str, image_weight: f
         ax.axis("off")
     for i, cell in enumerate(cells):
         left, right = axes[i // per_row, 2 * (i % per_row)], axes[i // per_row, 2 * (i % per_row) + 1]
-        left.imshow(cell.image, cmap="gray", vmin=0, vmax=1)
+        left.imshow(composite(cell.image))
         right.imshow(overlay(cell.image, cell.cam, image_weight))
         for ax in (left, right):
             _outline(ax, cell.mask)
@@ -82,7 +97,7 @@ def comparison_grid(
     fig, axes = plt.subplots(count, 1 + len(runs), figsize=(2.0 * (1 + len(runs)), 2.0 * count), squeeze=False)
     for i, caption in enumerate(inputs):
         first = cells[0][i]
-        axes[i, 0].imshow(first.image, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].imshow(composite(first.image))
         _outline(axes[i, 0], first.mask)
         axes[i, 0].set_title(caption, fontsize=6, loc="left")
         for r, run in enumerate(runs):
@@ -91,6 +106,24 @@ def comparison_grid(
             ax.imshow(overlay(view.image, view.cam, image_weight))
             _outline(ax, view.mask)
             ax.set_title(f"{run}\n{view.caption}", fontsize=6, loc="left", color=_caption_colour(view.correct))
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def channel_grid(path: Path, cells: Sequence[CellView], title: str, image_weight: float) -> Path:
+    """One row per cell of a multi-channel crop: the composite, each channel alone (grey), the overlay; every
+    panel with the mask outline."""
+    channels = len(cells[0].image)
+    fig, axes = plt.subplots(len(cells), channels + 2, figsize=(1.5 * (channels + 2), 1.7 * len(cells)), squeeze=False)
+    for i, cell in enumerate(cells):
+        panels = [composite(cell.image), *cell.image, overlay(cell.image, cell.cam, image_weight)]
+        names = ["composite", *(f"channel {c}" for c in range(channels)), "map"]
+        for j, (panel, name) in enumerate(zip(panels, names, strict=True)):
+            axes[i, j].imshow(panel, cmap="gray", vmin=0, vmax=1)
+            _outline(axes[i, j], cell.mask)
+            axes[i, j].set_title(name if j else f"{cell.caption}", fontsize=6, loc="left")
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -115,8 +148,12 @@ def histogram(path: Path, scores: np.ndarray, correct: np.ndarray | None, thresh
     return _save(fig, path)
 
 
+LEGEND = 20
+
+
 def umap_scatter(path: Path, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> Path:
-    """2-D embedding, one colour per class; small markers so that tens of thousands of cells stay legible."""
+    """2-D embedding, one colour per class; small markers so that tens of thousands of cells stay legible; a legend
+    up to LEGEND names (a plate's wells are too many to name: their colours repeat)."""
     fig, ax = plt.subplots(figsize=(6, 5))
     size = max(1.0, min(12.0, 3000 / max(len(coords), 1)))
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -127,7 +164,8 @@ def umap_scatter(path: Path, coords: np.ndarray, labels: np.ndarray, class_names
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
+    if len(class_names) <= LEGEND:
+        ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
     return _save(fig, path)
 
 

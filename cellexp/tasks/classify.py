@@ -33,6 +33,8 @@ from cellexp.reports.classification import write_confusion_matrix, write_predict
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
 from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
+from cellexp.tasks.profiling import log_profile_quality
+from cellexp.tasks.trajectory import RecordingTrainer, trajectory_cells
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 from cellexp.xai.camo import GradCamo
 
@@ -76,7 +78,14 @@ def run(cfg: DictConfig) -> float:
                 tracker.log_artifacts(best, f"checkpoints/{BEST}")
             if accelerator.is_main_process and cfg.task.get("mlflow_model") and tracker.run_id is not None:
                 _log_mlflow_model(best, run_dir, data)
+            if accelerator.is_main_process and isinstance(trainer, RecordingTrainer) and trainer.trajectory.frames:
+                tracker.log_artifact(trainer.trajectory.write(run_dir, cfg.seed))
         test_metrics = _test(cfg, trainer, data, tracker, run_dir)
+        if accelerator.is_main_process:
+            model = trainer.unwrapped
+            log_profile_quality(
+                model.backbone, trainer.eval_transform, data, tracker, run_dir, cfg.trainer.eval_batch_size, cfg.seed
+            )
         if not cfg.task.fit:
             objective = test_metrics[f"test/{cfg.task.optimized_metric.split('/', 1)[-1]}"]
     return objective
@@ -147,7 +156,10 @@ def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, r
         model = model.to(memory_format=torch.channels_last_3d if model.input_config.depth else torch.channels_last)
     optimizer = build(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     inputs = model.input_config  # a trained model sees crops as it was trained on them; augmentation is this run's
-    return ClassifierTrainer(
+    kind, extra = ClassifierTrainer, {}
+    if cfg.task.get("umap_over_training") and cfg.task.fit:
+        kind, extra = RecordingTrainer, {"trajectory": trajectory_cells(data, cfg.seed, cfg.trainer.eval_batch_size)}
+    return kind(
         accelerator,
         model,
         optimizer,
@@ -164,6 +176,7 @@ def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, r
         class_names=data.class_names,
         camo=_camo(cfg, model),
         camo_weight=(cfg.task.get("camo") or {}).get("weight", 0.0),
+        **extra,
     )
 
 

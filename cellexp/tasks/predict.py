@@ -4,6 +4,7 @@ and logged to MLflow under predict/, tagged with the checkpoint's run id:
 
     cells.parquet            one row per cell: Metadata_* (plate, image, well, site, time, object, bbox, centroid,
                              area), predicted_class, prob_<class>, Feature_0.. (the embedding entering the head)
+    cells.h5ad               the same as AnnData: Feature_* in X, the other columns in obs (scanpy reads it)
     images.parquet/.csv      per image: cells, count_<class>, mean_prob_<class>, median Feature_*
     wells.parquet/.csv       the same per (plate, well)
     class_shares.png         the predicted classes' shares per well

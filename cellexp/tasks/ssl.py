@@ -24,6 +24,7 @@ from cellexp.config import build
 from cellexp.data.datamodule import eval_loader, load_crop_data, load_patch_data, train_loader
 from cellexp.data.multicrop import MultiCrop, ViewKind
 from cellexp.data.sampling import stratified_subset
+from cellexp.data.transforms import InputConfig
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer, LastEpoch
@@ -35,7 +36,7 @@ from cellexp.models.dino import Dino
 from cellexp.pruning import trial_pruner
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import parameter_count
-from cellexp.tasks.checks import DINO_HEAD, require_grey, require_head, require_value
+from cellexp.tasks.checks import DINO_HEAD, require_head, require_value
 from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,14 @@ def run(cfg: DictConfig) -> float:
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
             data = _load_data(cfg)
-        require_grey(data.store.kind, "task=ssl", f"dataset={cfg.dataset.name}")
+        inputs = data.input_config(cfg.dataset, cfg.seed)  # the data's channels and 16-bit ranges
+        if inputs.depth is not None:
+            raise ConfigError(
+                f"task=ssl does not take the 3-D crops of dataset={cfg.dataset.name} yet (DINO's 3-D multi-crop is "
+                "not built); pretrain on 2-D crops, or train task=classify on the plate"
+            )
         set_seed(cfg.seed)
-        backbone = _backbone(cfg)
+        backbone = _backbone(cfg, inputs)
         source = init_backbone(cfg, backbone)
         multicrop = _multicrop(cfg, backbone)
         model = Dino(
@@ -155,12 +161,13 @@ def _load_data(cfg: DictConfig):
     )
 
 
-def _backbone(cfg: DictConfig) -> nn.Module:
-    """The configured backbone; a ViT that will see views of several sizes interpolates its position embedding."""
+def _backbone(cfg: DictConfig, inputs: InputConfig) -> nn.Module:
+    """The configured backbone taking the data's crops (channels, 16-bit ranges); a ViT that will see views of
+    several sizes interpolates its position embedding."""
     backbone_cfg, extra = cfg.backbone, {}
     if backbone_cfg.get("family") in ("vit", "hybrid"):
         extra["kwargs"] = {**(backbone_cfg.get("kwargs") or {}), "dynamic_img_size": True}
-    return build_backbone(cfg, **extra)
+    return build_backbone(cfg, inputs, **extra)
 
 
 def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
@@ -188,6 +195,7 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
         mean=inputs.mean,
         std=inputs.std,
         in_chans=inputs.in_chans,
+        intensity=inputs.intensity,
     )
     _check_sizes(backbone, cfg, sorted(set(multicrop.sizes)))
     return multicrop
@@ -206,7 +214,7 @@ def _check_sizes(backbone: nn.Module, cfg: DictConfig, sizes: list[int]) -> None
         for size in sizes:
             with torch.no_grad():
                 try:
-                    backbone(torch.zeros(1, cfg.dataset.in_chans, size, size))
+                    backbone(torch.zeros(1, backbone.input_config.in_chans, size, size))
                 except (RuntimeError, ValueError, AssertionError) as err:
                     raise ConfigError(
                         f"backbone {cfg.backbone.get('model_name')} cannot take task.crops views of {size} px "

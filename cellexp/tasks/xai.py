@@ -32,20 +32,18 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 from omegaconf import DictConfig
-from torch import nn
 
-from cellexp.data.datamodule import CropData, eval_loader, load_crop_data
+from cellexp.data.datamodule import CropData, load_crop_data
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
-from cellexp.progress import progress
 from cellexp.reports import xai as figures
-from cellexp.reports.tables import write_csv
 from cellexp.reports.xai import truth, write_cells, write_comparison, write_scores
+from cellexp.reports.xai_volume import volume_cell
 from cellexp.tasks.checks import refuse_training_keys, require_grey
+from cellexp.tasks.xai_embeddings import embeddings
 from cellexp.tracking import start_tracking
 from cellexp.xai.cams import CAM_METHODS, cam_maps, map_kind
 from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
-from cellexp.xai.embedding import embedding_report
 from cellexp.xai.gradcamo import Scored, per_class, resize_masks, score_batches, summarize
 from cellexp.xai.lime_maps import lime_maps
 from cellexp.xai.rollout import check_rollout, rollout_maps
@@ -54,6 +52,14 @@ from cellexp.xai.targets import default_target_layer, find_layer, reshape_transf
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = (*CAM_METHODS, "lime", "rollout")
+# methods that work on 2-D crops only, and why (pytorch-grad-cam 1.5's 3-D support covers the others)
+FLAT_ONLY: dict[str, str] = {
+    "fullgrad": "pytorch-grad-cam's FullGrad reads Conv2d biases and resizes in 2-D",
+    "scorecam": "pytorch-grad-cam's ScoreCAM upsamples its masks in 2-D",
+    "ablationcam": "pytorch-grad-cam's ablation layer handles 2-D activations only",
+    "lime": "its superpixels and hidden regions are 2-D",
+    "rollout": "attention rollout needs a ViT, and the 3-D backbones are CNNs",
+}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -67,13 +73,14 @@ def run(cfg: DictConfig) -> float:
     run_dir, xai = Path(cfg.paths.output_dir), cfg.xai
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         data = load_crop_data(cfg.dataset, seed=cfg.seed)
-        require_grey(data.store.kind, "task=xai", f"dataset={cfg.dataset.name}")
+        if xai.images:  # image files are read as grey 8-bit crops
+            require_grey(data.store.kind, "xai.images", f"dataset={cfg.dataset.name}")
         cells = sample_cells(cfg, data)
         runs = [load_explained(cfg, "ckpt", cfg.ckpt, data, cells, accelerator.device)]
         if xai.compare_ckpt:
             runs.append(load_explained(cfg, "xai.compare_ckpt", xai.compare_ckpt, data, cells, accelerator.device))
         for explained in runs:
-            require_grey(explained.model.input_config.kind, "task=xai", explained.origin)
+            _check_kind(explained, data, cfg.dataset.name)
             _check_applies(explained, xai)
         folder = run_dir / "xai"
         metrics: dict[str, float] = {}
@@ -104,7 +111,7 @@ def run(cfg: DictConfig) -> float:
             for method in xai.methods
         ]
         if xai.umap:
-            parts.append(("umap", partial(_embeddings, runs[0], data, cfg, folder)))
+            parts.append(("umap", partial(embeddings, runs[0], data, cfg, folder)))
         for name, part in parts:
             found = part()
             tracker.log_metrics(found)
@@ -138,8 +145,25 @@ def _check_options(xai: DictConfig) -> None:
             log.warning("xai: %s has no unscaled map; its Grad-CAMO is on its min-max scaled map", method)
 
 
+def _check_kind(explained: Explained, data: CropData, dataset: str) -> None:
+    """Any channels, bit depth and dimension are explained, as long as the model takes the data's crops."""
+    if explained.model.input_config.kind != data.store.kind:
+        raise ConfigError(
+            f"{explained.origin} was trained on crops of {explained.model.input_config.kind}; "
+            f"dataset={dataset} has crops of {data.store.kind}"
+        )
+
+
 def _check_applies(explained: Explained, xai: DictConfig) -> None:
     """Method/backbone mismatches and bad layer names stop the run before any map is computed."""
+    if explained.volume:
+        flat = [m for m in xai.methods if m in FLAT_ONLY]
+        if flat:
+            allowed = ", ".join(m for m in METHODS if m not in FLAT_ONLY)
+            raise ConfigError(
+                f"xai.methods={flat[0]} cannot explain the 3-D model of {explained.origin} ({FLAT_ONLY[flat[0]]}); "
+                f"on 3-D crops use {allowed}"
+            )
     if any(m in CAM_METHODS and m != "fullgrad" for m in xai.methods):  # FullGrad reads every bias itself
         explained.layer_name = xai.target_layer or default_target_layer(explained.model, explained.image_size)
         find_layer(explained.model, explained.layer_name)
@@ -219,12 +243,7 @@ def _explain_method(
     )
     lowest = sorted((i for i in scored.maps if i not in groups), key=lambda i: scored.scores[i])
     shown = [*groups.items(), *((i, "low Grad-CAMO") for i in lowest)]
-    figures.cell_grid(
-        folder / "grid.png",
-        [_view(main, scored, class_names, i, group) for i, group in shown],
-        f"{method} on {main.label} ({explained_class(xai)} class); cyan: the cell's mask",
-        xai.image_weight,
-    )
+    _draw(folder, [_view(main, scored, class_names, i, group) for i, group in shown], shown, main, method, xai)
     if len(runs) > 1:
         other = runs[1]
         other_scored = _score(method, other, xai, seed, keep={i for i, _ in shown}, lowest=0, save=None)
@@ -232,6 +251,7 @@ def _explain_method(
             _method_metrics(f"xai/compare/{key}", other_scored, cells, other.predicted, class_names, xai.threshold)
         )
         write_comparison(folder / "compare.csv", cells, runs, class_names, [scored.scores, other_scored.scores])
+    if len(runs) > 1 and not main.volume:
         figures.comparison_grid(
             folder / "compare.png",
             [run.label for run in runs],
@@ -244,6 +264,20 @@ def _explain_method(
             xai.image_weight,
         )
     return metrics
+
+
+def _draw(folder: Path, views: list, shown: list, explained: Explained, method: str, xai: DictConfig) -> None:
+    """The shown cells: a grid of 2-D crops (and, with several channels, each channel apart); in 3-D a figure per
+    cell, `cells/<n>_<group>.png`, of maximum projections along z, y and x."""
+    title = f"{method} on {explained.label} ({explained_class(xai)} class); cyan: the cell's mask"
+    if explained.volume:
+        for view, (i, group) in zip(views, shown, strict=True):
+            name = f"{i:05d}_{group.replace(' ', '_')}.png"
+            volume_cell(folder / "cells" / name, view, f"{title}\ncell {i}", xai.image_weight)
+        return
+    figures.cell_grid(folder / "grid.png", views, title, xai.image_weight)
+    if explained.model.input_config.channels > 1 and views:
+        figures.channel_grid(folder / "channels.png", views, title, xai.image_weight)
 
 
 def _score(
@@ -313,56 +347,6 @@ def _view(
         caption=caption,
         correct=bool(explained.predicted[index] == cells.labels[index]) if cells.known[index] else None,
     )
-
-
-@torch.no_grad()
-def _embeddings(explained: Explained, data: CropData, cfg: DictConfig, out: Path) -> dict[str, float]:
-    """UMAP picture, silhouette and kNN accuracy of the whole split's embeddings (and head states)."""
-    xai = cfg.xai
-    dataset = data.splits[xai.split]
-    model = explained.model
-    spaces: dict[str, list[torch.Tensor]] = {"embedding": []}
-    linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
-    hooks = []
-    if xai.head_state and len(linears) > 1:
-        spaces["head_state"] = []
-        last_input: list[torch.Tensor] = []
-        hooks = [m.register_forward_pre_hook(lambda _m, args: last_input.append(args[0])) for m in linears]
-    elif xai.head_state:
-        log.info("xai.head_state: the head has a single Linear layer, whose input is the embedding itself")
-    loader = eval_loader(dataset, cfg.trainer.eval_batch_size, cfg.trainer.num_workers)
-    try:
-        for crops, _ in progress(loader, desc="xai embeddings", unit="batch"):
-            embedding = model.backbone(explained.transform(crops.to(explained.device)))
-            spaces["embedding"].append(embedding.float().cpu())
-            if hooks:
-                last_input.clear()
-                model.head(embedding)
-                spaces["head_state"].append(last_input[-1].float().cpu())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    labels = np.asarray(dataset.labels)
-    metrics = {}
-    for space, chunks in spaces.items():
-        values, coords = embedding_report(
-            torch.cat(chunks).numpy(), labels, xai.knn_k, xai.umap_neighbors, xai.silhouette_cells, cfg.seed, xai.sphere
-        )
-        metrics.update({f"xai/{space}/{k}": v for k, v in values.items()})
-        title = (
-            f"{space} of {explained.label}, {xai.split} split{' (sphered)' if xai.sphere else ''}: "
-            f"silhouette {values['silhouette']:.3f}, {xai.knn_k}-NN accuracy {values['knn_accuracy']:.3f}"
-        )
-        figures.umap_scatter(out / "umap" / f"{space}.png", coords, labels, data.class_names, title)
-        write_csv(
-            out / "umap" / f"{space}.csv",
-            ["source_index", "class", "umap_x", "umap_y"],
-            [
-                [int(i), data.class_names[c], float(x), float(y)]
-                for i, c, (x, y) in zip(dataset.indices, labels, coords, strict=True)
-            ],
-        )
-    return metrics
 
 
 def _metric_key(name: str) -> str:

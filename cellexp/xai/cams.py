@@ -112,7 +112,8 @@ def cam_maps(
 
 
 def raw_maps(cam: BaseCAM, x: torch.Tensor, targets: list, eigen_smooth: bool = False) -> np.ndarray:
-    """relu(raw map) of the first target layer, resized bilinearly to x's size: (B, H, W) float32, unscaled.
+    """relu(raw map) of the first target layer, resized bilinearly to x's size: (B, H, W) float32, unscaled; for 3-D
+    inputs (B, C, D, H, W), trilinearly to (B, D, H, W).
 
     The same steps as the library's forward up to its per-layer map (hooked forward, zero_grad, backward of
     the summed targets, `get_cam_image`), without the min-max scaling it applies next.
@@ -135,7 +136,11 @@ def raw_maps(cam: BaseCAM, x: torch.Tensor, targets: list, eigen_smooth: bool = 
         grads = grads.cpu().numpy() if grads is not None else None
     raw = cam.get_cam_image(x, cam.target_layers[0], targets, activations, grads, eigen_smooth)
     raw = np.maximum(np.asarray(raw, dtype=np.float32), 0)
+    volume = x.dim() == 5  # (B, C, D, H, W): the map is (B, d, h, w), resized in all three axes
     resized = torch.nn.functional.interpolate(
-        torch.from_numpy(raw).unsqueeze(1), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False
+        torch.from_numpy(raw).unsqueeze(1),
+        size=tuple(x.shape[2:]),
+        mode="trilinear" if volume else "bilinear",
+        align_corners=False,
     )
     return resized.squeeze(1).numpy()

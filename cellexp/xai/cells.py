@@ -29,7 +29,8 @@ def explained_class(xai: DictConfig) -> str:
 
 @dataclass
 class Cells:
-    """The explained cells: rows of uint8 crops and 0/1 masks (S, S), read a slice at a time."""
+    """The explained cells: rows of crops (any channels, 8 or 16 bits, 2-D or 3-D) and their 0/1 masks ((S, S) or
+    (D, S, S)), read a slice at a time."""
 
     images: np.ndarray | ShardedArray  # indexable by an array of rows
     masks: np.ndarray | ShardedArray
@@ -76,10 +77,17 @@ class Explained:
         """Model inputs for a slice of the cells, made on the device as training makes them."""
         return self.transform(self.cells.crops(chunk).to(self.device))
 
+    @property
+    def volume(self) -> bool:
+        """Whether the model takes 3-D crops (C, D, S, S)."""
+        return self.model.input_config.depth is not None
+
     def display(self, index: int) -> np.ndarray:
-        """The cell as the model sees it (resized), back in [0, 1] for drawing."""
-        x = self.inputs(slice(index, index + 1))[0].mean(dim=0)
-        return (x * self.transform.std + self.transform.mean).clamp(0, 1).cpu().numpy()
+        """The cell as the model sees it (resized), back in [0, 1] for drawing: (H, W) for grey data (a grey crop
+        repeated to the model's channels is drawn once), else each channel, (C, H, W) or (C, D, H, W)."""
+        x = self.inputs(slice(index, index + 1))[0]
+        x = (x * self.transform.std + self.transform.mean).clamp(0, 1)
+        return (x.mean(dim=0) if self.model.input_config.channels == 1 else x).cpu().numpy()
 
 
 def sample_cells(cfg: DictConfig, data: CropData) -> Cells:
@@ -106,10 +114,11 @@ def sample_cells(cfg: DictConfig, data: CropData) -> Cells:
         raise ConfigError(f"xai.split={xai.split} has no cells in this dataset")
     picked = stratified_subset(dataset.labels, xai.num_cells, cfg.seed)
     rows = dataset.indices[picked]
-    manifest = data.store.manifest(xai.split)
+    stored = dataset.split  # the store's split that holds them (a plate keeps all its cells in one)
+    manifest = data.store.manifest(stored)
     return Cells(
-        data.store.images(xai.split),
-        data.store.masks(xai.split),
+        data.store.images(stored),
+        data.store.masks(stored),
         rows,
         dataset.labels[picked],  # relabelled when dataset.cell_lines keeps some lines only
         [(str(i), manifest[i]["image_file"], manifest[i]["annotation_id"]) for i in rows],

@@ -1,8 +1,8 @@
 """How well an embedding separates the classes: a 2-D UMAP to look at, silhouette and kNN accuracy to compare.
 
-Sphering (ZCA whitening, as DeepProfiler-style profiling does with control cells) decorrelates the
-dimensions and gives each unit variance, so that a few high-variance directions (often nuisance
-such as brightness) do not dominate distances. Without controls, the whole split is the reference.
+Sphering (cellexp.profiles.sphering: DeepProfiler's regularised ZCA, fit on the negative controls where the
+cells have them) decorrelates the dimensions and gives each unit variance, so that a few high-variance directions
+(often nuisance such as brightness) do not dominate distances. Without controls, the whole split is the reference.
 UMAP runs on at most PCA_DIMS principal components: same picture, a fraction of the time on
 wide embeddings.
 """
@@ -16,21 +16,18 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
+from cellexp.profiles.sphering import ALL, CONTROLS, fit_sphering
+
 log = logging.getLogger(__name__)
 
 PCA_DIMS = 50
-# Added to the covariance eigenvalues, relative to their mean: keeps near-null directions from exploding.
-SPHERE_EPSILON = 1e-6
 
 
-def sphere(x: np.ndarray) -> np.ndarray:
-    """ZCA-whitened copy of x (N, D): centred, covariance close to the identity, axes kept."""
-    centred = x - x.mean(axis=0)
-    cov = centred.T @ centred / max(len(x) - 1, 1)
-    eigenvalues, eigenvectors = np.linalg.eigh(cov)
-    eigenvalues = np.clip(eigenvalues, 0, None)
-    scale = 1.0 / np.sqrt(eigenvalues + SPHERE_EPSILON * max(eigenvalues.mean(), np.finfo(x.dtype).tiny))
-    return (centred @ (eigenvectors * scale) @ eigenvectors.T).astype(x.dtype, copy=False)
+def sphere(x: np.ndarray, regularization: float, controls: np.ndarray | None = None) -> np.ndarray:
+    """x (N, D) sphered on its `controls` rows (a boolean mask) where some are given, else on all of x."""
+    some = controls is not None and bool(np.any(controls))
+    reference = x[np.asarray(controls, bool)] if some else x
+    return fit_sphering(reference, regularization, CONTROLS if some else ALL).apply(x)
 
 
 def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -65,12 +62,20 @@ def umap_2d(x: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
 
 
 def embedding_report(
-    x: np.ndarray, labels: np.ndarray, knn_k: int, neighbours: int, max_silhouette: int, seed: int, spherical: bool
+    x: np.ndarray,
+    labels: np.ndarray,
+    knn_k: int,
+    neighbours: int,
+    max_silhouette: int,
+    seed: int,
+    sphering: float | None,
+    controls: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics (silhouette, knn_accuracy) and UMAP coordinates of x (N, D) labelled by class."""
+    """Metrics (silhouette, knn_accuracy) and UMAP coordinates of x (N, D) labelled by class; sphered first with
+    regularization `sphering` (on the `controls` rows where given) unless it is None."""
     x = np.asarray(x, dtype=np.float32)
-    if spherical:
-        x = sphere(x)
+    if sphering is not None:
+        x = sphere(x, sphering, controls)
     metrics = {
         "silhouette": silhouette(x, labels, max_silhouette, seed),
         "knn_accuracy": knn_accuracy(x, labels, knn_k),

@@ -2,7 +2,8 @@
 
     gradcamo = sum(relu(map) * mask) / sum(relu(map)),   mask resized (nearest) to the map's size
 
-It is 1 when the model looks only at the cell and 0 when it looks only outside. A map with no
+It is 1 when the model looks only at the cell and 0 when it looks only outside. In 3-D (the paper's z-stacks)
+the sums run over voxels and the mask is the cell's 3-D mask. A map with no
 positive mass (e.g. a Grad-CAM whose weighted activations are all negative) says nothing about where
 the model looks: its score is NaN, left out of every summary and counted as `zero_maps`.
 """
@@ -18,26 +19,31 @@ from pathlib import Path
 import numpy as np
 
 
-def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Masks (N, h, w) -> 0/1 uint8 (N, *size), nearest neighbour at pixel centres, so they stay binary."""
+def resize_masks(masks: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Masks (N, h, w) or (N, d, h, w) -> 0/1 uint8 (N, *size), nearest neighbour at pixel (voxel) centres, so that
+    they stay binary."""
     masks = (np.asarray(masks) > 0).view(np.uint8)
-    h, w = masks.shape[-2:]
-    if (h, w) == tuple(size):
+    shape = masks.shape[1:]
+    if shape == tuple(size):
         return masks
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.intp), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.intp), w - 1)
-    return masks[:, rows][:, :, cols]
+    for axis, (n, m) in enumerate(zip(shape, size, strict=True), start=1):
+        if n != m:
+            masks = np.take(masks, np.minimum(((np.arange(m) + 0.5) * (n / m)).astype(np.intp), n - 1), axis=axis)
+    return masks
 
 
 def gradcamo(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per cell, float64 Grad-CAMO in [0, 1] of maps (N, H, W); NaN where a map has no positive mass.
+    """Per cell, float64 Grad-CAMO in [0, 1] of maps (N, H, W) or, in 3-D, (N, D, H, W) against the cells' masks
+    of the same dimensions; NaN where a map has no positive mass.
 
     Sums in float64 without a masked copy of the maps (einsum against the 0/1 mask): memory-bound, so
     this is what keeps a whole batch as fast per cell as one cell that fits in cache.
     """
     positive = np.maximum(np.asarray(maps), 0)
-    total = positive.sum(axis=(1, 2), dtype=np.float64)
-    inside = np.einsum("nhw,nhw->n", positive, resize_masks(masks, positive.shape[-2:]), dtype=np.float64)
+    n = len(positive)
+    total = positive.reshape(n, -1).sum(axis=1, dtype=np.float64)
+    masks = resize_masks(masks, positive.shape[1:]).reshape(n, -1)
+    inside = np.einsum("nv,nv->n", positive.reshape(n, -1), masks, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, inside / total, np.nan)
 
@@ -68,7 +74,7 @@ class Scored:
     """Grad-CAMO of every cell, and the few maps kept for figures."""
 
     scores: np.ndarray  # (N,) float64, NaN for empty maps
-    maps: dict[int, np.ndarray]  # cell -> (H, W) map: the cells asked for, and the lowest finite scores
+    maps: dict[int, np.ndarray]  # cell -> (H, W) or (D, H, W) map: the cells asked for, and the lowest finite scores
     seconds: float  # making the maps and scoring them
 
 

@@ -4,7 +4,9 @@ CNNs: the deepest stage of timm's `feature_info` whose map is still at least 2x2
 size (at 32 px a stride-32 stage is 1x1, which a CAM cannot localise on). Token models (ViT, hybrid,
 Mixer): the first LayerNorm of the last block, whose output feeds token mixing, so patch tokens get
 gradients even when only the class token reaches the head. Tokens are reshaped to the patch grid,
-computed from the patch size (times the CNN's stride for hybrids) and the image size.
+computed from the patch size (times the CNN's stride for hybrids) and the image size. 3-D CNNs (MONAI, no
+feature_info): the last module, in forward order, whose output is still a volume at least 2 voxels deep, high and
+wide, found by one forward pass of an empty crop of the model's input size.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -28,6 +31,8 @@ MIN_GRID = 2
 def default_target_layer(model: nn.Module, image_size: int) -> str:
     """Name (in `model.named_modules()`) of the layer CAM methods read by default."""
     backbone = model.backbone
+    if getattr(backbone, "spatial_dims", 2) == 3:
+        return _volume_layer(model, image_size)
     if backbone.family in TOKEN_FAMILIES:
         return f"backbone.blocks.{len(backbone.blocks) - 1}.norm1"
     stages = backbone.feature_info  # a CNN's stages, shallow to deep, with their strides
@@ -44,6 +49,34 @@ def default_target_layer(model: nn.Module, image_size: int) -> str:
             image_size,
         )
     return f"backbone.{chosen['module']}"
+
+
+@torch.no_grad()
+def _volume_layer(model: nn.Module, image_size: int) -> str:
+    """The deepest module of a 3-D backbone whose (B, C, D, H, W) output is at least MIN_GRID in every axis."""
+    inputs = model.input_config
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+
+    def record(name):
+        return lambda _m, _args, out: shapes.append((name, tuple(out.shape))) if torch.is_tensor(out) else None
+
+    named = [(n, m) for n, m in model.backbone.named_modules() if n]
+    hooks = [m.register_forward_hook(record(n)) for n, m in named]
+    was_training = model.training
+    try:
+        model.eval()
+        probe = next(model.parameters())
+        model.backbone(probe.new_zeros(1, inputs.in_chans, inputs.depth, image_size, image_size))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    calls = Counter(n for n, _ in shapes)  # a module called twice (a shared activation) is no target
+    volumes = [(n, shape) for n, shape in shapes if len(shape) == 5 and calls[n] == 1]
+    usable = [n for n, shape in volumes if min(shape[2:]) >= MIN_GRID] or [n for n, _ in volumes[:1]]
+    if not usable:
+        raise ConfigError("the 3-D backbone has no module with a volume output: give xai.target_layer")
+    return f"backbone.{usable[-1]}"
 
 
 def find_layer(model: nn.Module, name: str, option: str = "xai.target_layer") -> nn.Module:

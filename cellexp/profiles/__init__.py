@@ -1,0 +1,1 @@
+"""Profiles as the profiling field analyses them: sphering on controls, retrieval mAP (copairs), AnnData files."""
