@@ -358,6 +358,8 @@ def test_predicting_needs_a_trained_mil_run(make_cfg, tmp_path, overrides, messa
 # seeds 0-2; one alone varies by +-0.03) x split seeds 0-4: by MARGIN in sequence top-1, and ahead in batch top-1
 # (18 test batches per run, so one batch is 0.056 of a run's batch top-1).
 MARGIN = 0.02
+# the runs' settings, shared with benchmarks/bench_mil_margin.py (which measures this test's effect and its se)
+ACCEPTANCE = ["experiment=clanet", "backbone=test_resnet", "trainer.cpu=true"]
 GENERATOR_SEEDS = range(3)
 SPLIT_SEEDS = range(5)
 
@@ -369,9 +371,7 @@ def test_mil_beats_the_per_image_baseline_across_batches(make_cfg):
         for seed in SPLIT_SEEDS:
             cfg = make_cfg(
                 [
-                    "experiment=clanet",
-                    "backbone=test_resnet",
-                    "trainer.cpu=true",
+                    *ACCEPTANCE,
                     f"dataset.generate.seed={generator_seed}",
                     f"seed={seed}",
                 ],
