@@ -20,7 +20,7 @@ import pandas as pd
 from cellexp.config import default_tracking_uri
 from cellexp.kinds import KIND_TAG, KINDS, run_kind
 from cellexp.reports.compare import plot_comparison
-from cellexp.tracking import short_number
+from cellexp.run_identity import short_number
 
 DEFAULT_METRICS = ("test/accuracy", "test/balanced_accuracy", "test/macro_f1")
 PARAMS_METRIC = "model/total_params"

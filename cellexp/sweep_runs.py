@@ -11,17 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from cellexp.config import PARENT_RUN_ENV, default_tracking_uri
 from cellexp.handoff import python, ui_command
 from cellexp.kinds import KIND_TAG, run_kind
-from cellexp.tracking import (
-    MAX_PARAM_LENGTH,
-    RUN_ID_FILE,
-    configure_mlflow,
-    default_run_name,
-    retrying,
-    run_label,
-    short_number,
-    sweep_tags,
-    tracking_uri,
-)
+from cellexp.run_identity import MAX_PARAM_LENGTH, default_run_name, run_label, short_number, sweep_tags
+from cellexp.tracking import RUN_ID_FILE, configure_mlflow, retrying, tracking_uri
 
 # what the Optuna sweeper's result file counts, logged as the parent's sweep/<name> metrics
 RESULT_COUNTS = ("trials", "pruned_trials", "failed_trials", "pruning_saved_s")

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from cellexp import compare, runs
 from cellexp.kinds import run_kind
-from cellexp.tracking import run_label
+from cellexp.run_identity import run_label
 
 
 @pytest.fixture

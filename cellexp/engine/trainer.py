@@ -198,9 +198,8 @@ class Trainer:
         return self.acc.autocast()
 
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.settings.channels_last:
-            return x
-        return x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
+        fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+        return x.contiguous(memory_format=fmt) if self.settings.channels_last else x
 
     @property
     def unwrapped(self) -> nn.Module:

@@ -32,10 +32,11 @@ from cellexp.pruning import trial_pruner
 from cellexp.reports.classification import write_confusion_matrix, write_predictions
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import log_model_description
+from cellexp.run_identity import backbone_source_tags, checkpoint_meta
 from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
 from cellexp.tasks.profiling import log_profile_quality
 from cellexp.tasks.trajectory import RecordingTrainer, trajectory_cells
-from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
+from cellexp.tracking import start_tracking
 from cellexp.xai.camo import GradCamo
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,9 @@ same code writes it), plus each cell's true class; written under <run>/embed/ an
                              Feature_0.. (the embedding entering the head)
     images.parquet/.csv      per image: cells, count_<class>, mean_prob_<class>, median Feature_*
     wells.parquet/.csv       the same per (plate, well)
+    cells.h5ad               the cells as AnnData (Feature_* in X, Metadata_* in obs)
+    ../profiles/quality.json on a plate split with replicate wells (task.split=train): retrieval mAP of the sphered
+                             profiles (profiles/* metrics)
     summary.json             the split, cells, accuracy on them, the model's input and crop settings
 """
 
@@ -29,7 +32,9 @@ from cellexp.plates.annotated import TRUE_CLASS, split_rows
 from cellexp.plates.inference import backbone_layer, classify_crops
 from cellexp.plates.profiles import cell_table, joined
 from cellexp.plates.tables import write_tables
+from cellexp.profiles.columns import has_treatments
 from cellexp.tasks.checks import plain, refuse_training_keys, require_crops
+from cellexp.tasks.profiling import score_profiles
 from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,8 @@ def run(cfg: DictConfig) -> float:
         }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         tracker.log_metrics({"embed/cells": len(cells), "embed/accuracy": accuracy})
+        if has_treatments(cells):  # a plate's split with replicate wells: how good the profiles are
+            score_profiles(cells, tracker, run_dir / "profiles", cfg.seed, {"split": task.split})
         tracker.log_artifacts(folder, "embed")
     log.info(
         "embed: %d cells of %s/%s -> %s (accuracy %.3f)", len(cells), cfg.dataset.name, task.split, folder, accuracy

@@ -34,8 +34,9 @@ from cellexp.mil.tss import check_tss
 from cellexp.pruning import trial_pruner
 from cellexp.reports.mil import attention_figure, write_attention
 from cellexp.reports.model import parameter_count
+from cellexp.run_identity import run_label
 from cellexp.tasks.checks import MIL_HEAD, require_head, require_value
-from cellexp.tracking import run_label, start_tracking
+from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
 

@@ -66,9 +66,7 @@ def run(cfg: DictConfig) -> float:
     try:
         with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
             tracker.set_tags({"ckpt": str(cfg.ckpt), "ckpt_run_id": _run_id(cfg.ckpt, source.folder)})
-            result = predict_plate(
-                images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels
-            )
+            result = predict_plate(images, outlines, classify, settings, inputs, task.batch_size, task.max_pixels)
             skipped += result.skipped + getattr(outlines, "skipped", [])
             cells = cell_table(result.rows, joined(result.probabilities), joined(result.embeddings), class_names)
             folder = run_dir / "predict"

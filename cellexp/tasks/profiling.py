@@ -50,13 +50,17 @@ def log_profile_quality(
         return {}
     device = next(backbone.parameters()).device
     x = np.concatenate([embeddings(backbone, transform, dataset, batch_size, device) for dataset in splits])
-    table = profile_table(meta, x)
+    return score_profiles(profile_table(meta, x), tracker, run_dir / "profiles", seed, {"splits": list(SPLITS)})
+
+
+def score_profiles(table: pd.DataFrame, tracker, folder: Path, seed: int, about: dict) -> dict[str, float]:
+    """A per-cell table's profiles sphered on its controls and scored: profiles/* metrics, and quality.json (with
+    `about` and the sphering's reference) in `folder`, logged under profiles/."""
     sphered, sphering = sphere_table(table)
     metrics = profile_quality(sphered, null_size=NULL_SIZE, seed=seed)
     tracker.log_metrics(metrics)
-    folder = run_dir / "profiles"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "quality.json"
-    path.write_text(json.dumps({"splits": list(SPLITS), **sphering.params(), **metrics}, indent=2))
+    path.write_text(json.dumps({**about, **sphering.params(), **metrics}, indent=2))
     tracker.log_artifact(path, "profiles")
     return metrics

@@ -36,8 +36,9 @@ from cellexp.models.dino import Dino
 from cellexp.pruning import trial_pruner
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import parameter_count
+from cellexp.run_identity import backbone_source_tags, checkpoint_meta
 from cellexp.tasks.checks import DINO_HEAD, require_head, require_value
-from cellexp.tracking import backbone_source_tags, checkpoint_meta, start_tracking
+from cellexp.tracking import start_tracking
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from cellexp.engine.checkpoint import read_meta
 from cellexp.errors import ConfigError
 from cellexp.loading import load_trained, resolve
 from cellexp.models.classifier import CellClassifier
-from cellexp.tracking import run_label
+from cellexp.run_identity import run_label
 
 TARGETS: tuple[str, ...] = ("predicted", "true")
 
