@@ -34,6 +34,12 @@ if os.geteuid() != 0:
 needs_services = pytest.mark.skipif(
     bool(MISSING), reason=f"needs {', '.join(MISSING)} (Debian: postgresql slurm-wlm munge)"
 )
+# the training runs on the server and the SLURM cluster take 4-6 minutes each on 2 cores, and the preemption test
+# passed 2 of 3 times under load: run by hand (CELLEXP_CLUSTER_TESTS=1), not in every CI run, until they are cheaper
+cluster_runs = pytest.mark.skipif(
+    os.environ.get("CELLEXP_CLUSTER_TESTS") != "1",
+    reason="long runs on the test server and SLURM cluster: set CELLEXP_CLUSTER_TESTS=1",
+)
 SWEEP = [
     "backbone=test_resnet",
     "dataset.crop_size=48",
@@ -178,6 +184,7 @@ def test_eight_processes_create_one_new_experiment_at_the_same_instant(tmp_path,
 @pytest.mark.slow
 @pytest.mark.integration
 @needs_services
+@cluster_runs
 def test_eight_training_runs_started_together_are_all_recorded_once(tmp_path, data_dir, team):
     """8 `debug=default` runs of train.py started at once on a new experiment: 8 FINISHED runs, one per run folder,
     each with its checkpoint and model in the server's artifact store, none on the client's disk."""
@@ -232,6 +239,7 @@ def sweep_record(server: str, storage: str, name: str):
 @pytest.mark.slow
 @pytest.mark.integration
 @needs_services
+@cluster_runs
 def test_a_sweep_of_slurm_jobs_records_every_trial_in_optuna_and_mlflow(tmp_path, data_dir, team, slurm):
     server, postgres, _artifacts = team
     storage = postgres.url("optuna")
@@ -277,6 +285,7 @@ def _cancel_running_jobs(sweep_root: Path, actions: list[list[str]], done: list)
 @pytest.mark.slow
 @pytest.mark.integration
 @needs_services
+@cluster_runs
 def test_a_preempted_trial_is_requeued_and_a_cancelled_one_failed_and_the_sweep_goes_on(
     tmp_path, data_dir, team, slurm
 ):
