@@ -331,7 +331,7 @@ def test_a_polygon_with_a_nan_is_skipped_by_name_and_the_rest_prepared(tmp_path)
 def test_a_worker_that_dies_is_an_error_naming_its_shard(tmp_path):
     jobs = [(tmp_path, shard, [(f"image_{shard}.tif", None, [])], None, "train") for shard in range(3)]
     with pytest.raises(DataError, match=r"a preparation worker died .* shard 1 \(image_1.tif"):
-        list(prepare._run(jobs, workers=2, work=_die_on_shard_1))
+        list(prepare.run_shards(jobs, workers=2, work=_die_on_shard_1))
 
 
 def _die_on_shard_1(job):

@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import cellexp
-from cellexp import compare, handoff, runs, tracking
+from cellexp import compare, handoff, run_identity, runs, tracking
 from cellexp.config import release_run_dir
 from cellexp.engine.checkpoint import BEST, MODEL_FILE, STATE_FILE, CheckpointManager
 from cellexp.handoff import RunRecord, next_steps
@@ -123,11 +123,11 @@ def test_sweep_names_are_short_and_swept_keys_become_short_params(monkeypatch):
         "override.dataset.generate.seed": "3",
         "override.debug": "default",
     }
-    monkeypatch.setattr(tracking, "sweep_tags", lambda: tags)
-    assert tracking.default_run_name(None) == "lr=0.000123 dim=64 head=mlp seed=3"
+    monkeypatch.setattr(run_identity, "sweep_tags", lambda: tags)
+    assert run_identity.default_run_name(None) == "lr=0.000123 dim=64 head=mlp seed=3"
     config_params = {"seed": "0", "optim.optimizer.lr": "0.00012345678", "dataset.generate.seed": "3"}
     # `seed` is the config's own seed; dataset.generate.seed is already a param under its dotted key
-    assert tracking.swept_params(config_params) == {"lr": "0.00012345678", "dim": "64", "head": "mlp"}
+    assert run_identity.swept_params(config_params) == {"lr": "0.00012345678", "dim": "64", "head": "mlp"}
 
 
 def test_compare_shows_no_spread_for_a_configuration_of_one_run_and_short_swept_numbers():

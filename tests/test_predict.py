@@ -385,8 +385,8 @@ def test_a_refused_plate_leaves_no_run_and_no_folder(make_cfg, trained_16bit, pl
     assert release_run_dir(cfg.paths.output_dir) and not Path(cfg.paths.output_dir).exists()
 
 
-def test_a_missing_images_folder_is_refused_before_the_model_loads(make_cfg, tmp_path):
-    cfg = make_cfg([*PREDICT, "ckpt=no_such_run", f"task.images={tmp_path / 'nope'}"], tiny=False)
+def test_a_missing_images_folder_is_refused_before_the_model_loads(make_cfg, trained, tmp_path):
+    cfg = make_cfg([*PREDICT, f"ckpt={trained}", f"task.images={tmp_path / 'nope'}"], tiny=False)
     with pytest.raises(DataError, match=f"task.images: {tmp_path / 'nope'} does not exist"):
         cellexp.run(cfg)
 

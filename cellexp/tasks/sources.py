@@ -14,6 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 SOURCE_KEYS = ("ckpt", "backbone.init_from", "xai.compare_ckpt")
+# the tasks that read `ckpt=`; the others refuse it by name themselves, pointing to what they take instead
+CKPT_TASKS = ("classify", "mil", "xai", "embed", "predict")
 _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -25,6 +27,8 @@ def check_sources(cfg: DictConfig) -> None:
     for key in SOURCE_KEYS:
         spec = OmegaConf.select(cfg, key, default=None)
         if not spec or (_MLFLOW_RUN_ID.match(str(spec)) and not Path(str(spec)).exists()):
+            continue
+        if key == "ckpt" and cfg.task.name not in CKPT_TASKS:
             continue
         resolve(cfg, str(spec), option=key)  # finds the folder, checks its weights file and its run's config
     resume = OmegaConf.select(cfg, "trainer.resume", default=None)
