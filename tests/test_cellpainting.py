@@ -225,9 +225,15 @@ def test_the_3d_transform_scales_each_channel_and_never_flips_z():
 def trained_3d(tmp_path_factory, data_dir, mlflow_uri) -> dict:
     """A 3-D run on a small generated plate: its config and folder."""
     folder = tmp_path_factory.mktemp("trained3d") / "run"
-    logger = [f"++logger.tracking_uri={mlflow_uri}", "++logger.experiment_name=cellpainting3d"]
+    logger = [
+        f"++logger.tracking_uri={mlflow_uri}",
+        f"++logger.artifact_location=file://{folder.parent / 'mlartifacts'}",
+        "++logger.experiment_name=cellpainting3d",
+    ]
     cfg = compose_cfg([*TRAIN_3D, *logger], folder, data_dir, tiny=False)
-    cellexp.run(cfg)
+    with pytest.MonkeyPatch.context() as patch:  # an earlier test's exported store must not take the run
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        cellexp.run(cfg)
     GlobalHydra.instance().clear()
     return {"cfg": cfg, "folder": folder}
 
