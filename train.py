@@ -17,13 +17,14 @@ from cellexp.errors import PrunedValue, TrialPruned
 
 log = logging.getLogger("cellexp")
 # what Hydra may build besides the run's own objects: its launchers and sweepers, cellexp's sweeper and sweep
-# callback, Optuna's samplers
+# callback and the Optuna search space it ships, Optuna's samplers
 APP_BUILDABLE = (
     *BUILDABLE,
     "hydra_plugins.*",
     "optuna.samplers.*",
     "cellexp.sweeper_plugin.CellexpOptunaSweeper",
     "cellexp.sweep.SweepCallback",
+    "cellexp.sweep.suggest_head_params",
 )
 INTERRUPTED = 130  # a shell's exit status for a command ended by Ctrl-C
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off

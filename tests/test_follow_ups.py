@@ -47,9 +47,11 @@ def printed_steps(output: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def finished_runs(tmp_path_factory, data_dir) -> dict[str, tuple[str, str, dict[str, str]]]:
-    """Three small runs in one store: name -> (run id, tracking uri, the commands it printed)."""
+def finished_runs(tmp_path_factory) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """Three small runs in one store: name -> (run id, tracking uri, the commands it printed). Their data is their
+    own: their 16-bit dataset's settings differ from test_predict's, and a generated folder is never reused."""
     root = tmp_path_factory.mktemp("follow_ups")
+    data_dir = tmp_path_factory.mktemp("follow_ups_data")
     done = {}
     for name, overrides in RUNS.items():
         output = train_py(

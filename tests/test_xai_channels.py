@@ -28,6 +28,13 @@ BACKBONE = {"16bit_2ch": "test_resnet", "8bit_5ch": "test_resnet", "3d": "test_e
 DINO = ["task=ssl", "head.out_dim=512", "head.hidden_dim=64", "head.bottleneck_dim=32", "task.crops.local_count=2"]
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """This module's own data: its generated datasets' settings differ from other modules' (a folder is never
+    reused for other settings)."""
+    return tmp_path_factory.mktemp("xai_channels_data")
+
+
 def _run(overrides: list[str], folder: Path, data_dir: Path) -> float:
     try:
         return cellexp.run(compose_cfg(["logger=none", "trainer.cpu=true", *overrides], folder, data_dir, tiny=False))
