@@ -22,9 +22,9 @@ APP_BUILDABLE = (
     *BUILDABLE,
     "hydra_plugins.*",
     "optuna.samplers.*",
-    "cellexp.sweeper_plugin.CellexpOptunaSweeper",
-    "cellexp.sweep.SweepCallback",
-    "cellexp.sweep.suggest_head_params",
+    "cellexp.sweeps.plugin.CellexpOptunaSweeper",
+    "cellexp.sweeps.callback.SweepCallback",
+    "cellexp.sweeps.callback.suggest_head_params",
 )
 INTERRUPTED = 130  # a shell's exit status for a command ended by Ctrl-C
 if not sys.stderr.isatty():  # Optuna colours its log lines (colorlog) even into a file; NO_COLOR turns that off

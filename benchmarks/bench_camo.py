@@ -59,7 +59,7 @@ def step_times(args) -> tuple[float, float]:
     """Median seconds of a plain and of a regularised training step on the same batch, alternated."""
     from hydra import compose, initialize_config_dir
 
-    from cellexp.loading import build_model
+    from cellexp.tracking.loading import build_model
     from cellexp.xai.camo import GradCamo
 
     with initialize_config_dir(config_dir=str(ROOT / "conf")):

@@ -32,7 +32,7 @@ from cellexp.data.cellpainting.plate import open_plate
 from cellexp.data.dataset import CropDataset, collate_batch
 from cellexp.data.store import CropStore
 from cellexp.data.transforms import InputConfig
-from cellexp.loading import build_model
+from cellexp.tracking.loading import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BATCH = 16

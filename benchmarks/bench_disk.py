@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from cellexp.config import project_root
-from cellexp.handoff import disk_usage, human_size, weight_copies
+from cellexp.tracking.handoff import disk_usage, human_size, weight_copies
 
 SWEEP = ["debug=default", "backbone=resnet18", "trainer.max_epochs=1", "dataset.limit=256"]
 

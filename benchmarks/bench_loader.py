@@ -25,8 +25,8 @@ from torchvision import transforms
 
 from cellexp.data.datamodule import train_loader
 from cellexp.data.dataset import CropDataset
-from cellexp.data.prepare import CropSettings, prepare_crop_store
-from cellexp.data.sources import find_livecell_cls_sources
+from cellexp.data.livecell.prepare import CropSettings, prepare_crop_store
+from cellexp.data.livecell.sources import find_livecell_cls_sources
 from cellexp.data.transforms import BatchTransform
 
 STRENGTHS = {"degrees": 10, "scale": (0.9, 1.1), "translate": 0.05, "brightness": 0.1, "contrast": 0.1}

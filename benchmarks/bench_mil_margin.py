@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import cellexp  # noqa: E402
-from cellexp.tracking import RUN_ID_FILE  # noqa: E402
+from cellexp.tracking.session import RUN_ID_FILE  # noqa: E402
 from tests.test_mil import ACCEPTANCE, MARGIN  # noqa: E402
 
 

@@ -23,8 +23,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from cellexp.data.patches import PatchSettings, select_patches  # noqa: E402
-from cellexp.data.timelapse_synthetic import MORPHOLOGIES, draw_batch_look, render_frame  # noqa: E402
+from cellexp.data.synthetic.timelapse import MORPHOLOGIES, draw_batch_look, render_frame  # noqa: E402
+from cellexp.data.timelapse.patches import PatchSettings, select_patches  # noqa: E402
 
 
 def frames_of(rng: np.random.Generator, count: int, height: int, width: int) -> list[np.ndarray]:

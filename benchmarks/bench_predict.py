@@ -23,13 +23,13 @@ from hydra import compose, initialize_config_dir
 
 import cellexp  # noqa: F401  (registers resolvers)
 from cellexp.data.datamodule import eval_loader, load_crop_data
-from cellexp.loading import build_model
 from cellexp.plates.cells import crop_settings
 from cellexp.plates.files import find_images
 from cellexp.plates.inference import classify_crops
 from cellexp.plates.outlines import CocoMasks
 from cellexp.plates.plate import predict_plate
 from cellexp.plates.segment import Segmenter, SegmenterSettings
+from cellexp.tracking.loading import build_model
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PATTERN = r"_(?P<well>[A-Za-z]{1,2}\d{1,3})_(?P<site>\d+)_(?P<time>\d+d\d+h\d+m)"

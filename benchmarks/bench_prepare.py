@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cellexp.data.coco import load_coco
 from cellexp.data.crops import cell_box, square_fit, square_mask
+from cellexp.data.livecell.coco import load_coco
+from cellexp.data.livecell.prepare import CropSettings, _livecell_cells, prepare_crop_store, read_gray
+from cellexp.data.livecell.sources import find_livecell_sources
 from cellexp.data.pixels import read_pixels
-from cellexp.data.prepare import CropSettings, _livecell_cells, prepare_crop_store, read_gray
-from cellexp.data.sources import find_livecell_sources
-from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.synthetic.livecell import generate_synthetic_livecell
 
 LIVECELL_CELLS = 1_600_000
 

@@ -1,5 +1,5 @@
 """How many runs can log at once before a metric batch takes over a second: `mlflow server` over PostgreSQL (the
-team setup, `python -m cellexp.team`) against a SQLite file on local disk, under the same load.
+team setup, `python -m cellexp.commands.team`) against a SQLite file on local disk, under the same load.
 
     python benchmarks/bench_tracking_load.py [--writers 1 4 16 32] [--batches 20] [--metrics 10] [--interval 0.25]
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from cellexp.team import Postgres, free_port, start_mlflow_server, stop_process
-from cellexp.tracking import retrying
+from cellexp.commands.team import Postgres, free_port, start_mlflow_server, stop_process
+from cellexp.tracking.session import retrying
 
 LIMIT_S = 1.0
 

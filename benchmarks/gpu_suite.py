@@ -60,8 +60,8 @@ from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.graphs.build import head_graph
-from cellexp.loading import build_model
 from cellexp.models.units import compute_path
+from cellexp.tracking.loading import build_model
 from cellexp.xai.cams import cam_maps
 from cellexp.xai.targets import default_target_layer, find_layer, reshape_transform
 

@@ -125,12 +125,12 @@ def is_main_rank() -> bool:
 
 
 _STARTED = time.time()
-# the lock a run holds in its folder while it works there (cellexp.run_folder)
+# the lock a run holds in its folder while it works there (cellexp.tracking.run_folder)
 RUN_LOCK = ".run.lock"
 # what a run folder holds before the run writes results: Hydra's record, the resolved config, the log and the lock
 BEFORE_RESULTS = (".hydra", "config.yaml", "train.log", RUN_LOCK)
 _RESERVED: dict[str, str] = {}
-# What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweep).
+# What a sweep's jobs learn from the process that launched them, through the environment (see cellexp.sweeps.callback).
 SWEEP_ID_ENV = "CELLEXP_SWEEP_ID"
 PARENT_RUN_ENV = "CELLEXP_MLFLOW_PARENT_RUN_ID"
 # the overrides that vary across the sweep's jobs (comma lists, ranges, the sweeper's search space)

@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from cellexp.config import is_main_rank
 from cellexp.engine.preemption import stop_on_signals
 from cellexp.errors import CellexpError, ConfigError
-from cellexp.run_folder import own_run_dir
-from cellexp.schema import validate
+from cellexp.schema.sections import validate
 from cellexp.tasks.checks import preflight
 from cellexp.tasks.sources import check_sources
+from cellexp.tracking.run_folder import own_run_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import cellexp  # noqa: F401  (registers resolvers)
-from cellexp.tracking import RUN_ID_FILE
+from cellexp.tracking.session import RUN_ID_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

@@ -1,5 +1,6 @@
 """The real services that tests/test_team_scale.py runs against: PostgreSQL and `mlflow server` (through
-cellexp.team, as a head node starts them), and a one-node SLURM cluster on 127.0.0.1 (munged, slurmctld, slurmd)
+cellexp.commands.team, as a head node starts them), and a one-node SLURM cluster on 127.0.0.1 (munged, slurmctld,
+slurmd)
 in a temporary folder. Everything binds to 127.0.0.1 and is stopped by the process that started it."""
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from cellexp.team import POSTGRES_BINARIES, Postgres, free_port, postgres_bin, start_mlflow_server, stop_process
+from cellexp.commands.team import (
+    POSTGRES_BINARIES,
+    Postgres,
+    free_port,
+    postgres_bin,
+    start_mlflow_server,
+    stop_process,
+)
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
 SLURM_CPUS = 2

@@ -11,7 +11,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from cellexp.data.prepare import CropSettings
+from cellexp.data.livecell.prepare import CropSettings
 from cellexp.data.transforms import InputConfig
 from cellexp.plates.files import PlateImage
 from cellexp.plates.outlines import LabelFolder

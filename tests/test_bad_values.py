@@ -40,7 +40,10 @@ BAD_VALUES = {
         "dataset.augmentation.scale=[0.9]: list should have at least 2 items",
     ),
     "mapping": (["dataset.generate.images_per_line={train:-1}"], "dataset.generate.images_per_line.train=-1"),
-    "integer choice": (["dataset.generate.channels=9"], "dataset.generate.channels=9: input should be 1, 2, 3, 4, 5, 6, 7 or 8"),
+    "integer choice": (
+        ["dataset.generate.channels=9"],
+        "dataset.generate.channels=9: input should be 1, 2, 3, 4, 5, 6, 7 or 8",
+    ),
     "direction": (["task.direction=up"], "task.direction='up': input should be 'maximize' or 'minimize'"),
     "nested section": (["trainer.early_stopping.patience=0"], "trainer.early_stopping.patience=0: input should be"),
     "repeated cell line": (["dataset.cell_lines=[BV2,BV2]"], "dataset.cell_lines=['BV2', 'BV2']: repeats ['BV2']"),

@@ -10,9 +10,9 @@ from PIL import Image
 from scipy import ndimage
 
 import cellexp
-from cellexp.data.coco import load_coco
-from cellexp.data.livecell import ANNOTATION_DIR, CELL_LINES, annotation_file_name, image_dir_for_split
-from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.livecell.coco import load_coco
+from cellexp.data.livecell.release import ANNOTATION_DIR, CELL_LINES, annotation_file_name, image_dir_for_split
+from cellexp.data.synthetic.livecell import generate_synthetic_livecell
 from cellexp.errors import ConfigError
 from cellexp.xai.camo import GradCamo
 from cellexp.xai.cams import cam_maps

@@ -25,8 +25,8 @@ from cellexp.data.datamodule import load_crop_data
 from cellexp.data.transforms import InputConfig
 from cellexp.data.well_splits import well_splits
 from cellexp.errors import ConfigError, DataError
-from cellexp.loading import check_backbone
 from cellexp.models.backbones3d import SamePad, efficientnet3d, resnet3d
+from cellexp.tracking.loading import check_backbone
 from tests.conftest import compose_cfg, tracked_run
 
 SMALL = {"wells_per_treatment": 3, "sites": 1, "cells_per_field": 5, "size": 56, "planes": 12}

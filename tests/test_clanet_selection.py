@@ -1,4 +1,5 @@
-"""CLANet's published preprocessing, mask and patch selection (cellexp.data.clanet_selection): the whole-array code
+"""CLANet's published preprocessing, mask and patch selection (cellexp.data.timelapse.clanet_selection): the whole-array
+code
 against a literal per-pixel reference written from the published behaviour, its helpers against the library
 calls the published code made, and its place in the patch store."""
 
@@ -19,11 +20,11 @@ from skimage.feature import canny, local_binary_pattern
 from skimage.filters import threshold_otsu
 from skimage.transform import resize
 
-from cellexp.data import clanet_selection as cs
-from cellexp.data import clanet_texture
-from cellexp.data.clanet_selection import published_frame, published_mask, published_windows
-from cellexp.data.patches import PatchSettings, _select, _select_ours, prepare_patch_store, select_patches
-from cellexp.data.timelapse import scan
+from cellexp.data.timelapse import clanet_selection as cs
+from cellexp.data.timelapse import clanet_texture
+from cellexp.data.timelapse.clanet_selection import published_frame, published_mask, published_windows
+from cellexp.data.timelapse.folders import scan
+from cellexp.data.timelapse.patches import PatchSettings, _select, _select_ours, prepare_patch_store, select_patches
 from cellexp.errors import ConfigError, DataError
 
 PUBLISHED = PatchSettings(size=32, top_k=20, method="published", crop_bottom=40, components=40)

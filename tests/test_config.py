@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 import cellexp
 from cellexp.errors import ConfigError
-from cellexp.loading import build_model
+from cellexp.tracking.loading import build_model
 from tests.conftest import CONF
 from tests.test_graphs import REFERENCE, needs_reference
 

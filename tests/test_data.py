@@ -15,14 +15,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cellexp.data import prepare
-from cellexp.data.coco import load_coco
 from cellexp.data.crops import cell_box, cell_mask, context_cell, cut_cell, square_mask
 from cellexp.data.datamodule import _context_margin, load_crop_data
-from cellexp.data.livecell import image_file_name, parse_image_name
-from cellexp.data.prepare import CropSettings, SplitSource, prepare_crop_store, split_key
+from cellexp.data.livecell.coco import load_coco
+from cellexp.data.livecell.prepare import CropSettings, SplitSource, prepare_crop_store, split_key
+from cellexp.data.livecell.release import image_file_name, parse_image_name, prepare
+from cellexp.data.livecell.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.sampling import BalancedSampler
-from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.store import SplitStore
 from cellexp.data.transforms import BatchTransform, InputConfig
 from cellexp.errors import ConfigError, DataError

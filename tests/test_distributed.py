@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.data.synthetic.timelapse import generate_timelapse
 from cellexp.engine.checkpoint import MODEL_FILE
 from tests.conftest import ROOT, TINY, subprocess_env
 from tests.test_mil import MIL_DATA, TINY_MIL

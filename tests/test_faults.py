@@ -20,10 +20,11 @@ from safetensors.torch import save_file
 
 import cellexp
 from cellexp import config
-from cellexp.data import prepare
-from cellexp.data.coco import read_coco
+from cellexp.data import shards
 from cellexp.data.crops import outline_problem, polygon_problem
-from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.livecell import prepare
+from cellexp.data.livecell.coco import read_coco
+from cellexp.data.synthetic.livecell import generate_synthetic_livecell
 from cellexp.engine import checkpoint as ckpt
 from cellexp.engine.checkpoint import CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
@@ -315,7 +316,7 @@ def test_a_polygon_with_a_nan_is_skipped_by_name_and_the_rest_prepared(tmp_path)
     first = next(iter(coco["annotations"].values()))
     first["segmentation"][0][2] = float("nan")
     annotations.write_text(json.dumps(coco))  # json writes the NaN as NaN, which json reads back
-    from cellexp.data.sources import find_livecell_sources
+    from cellexp.data.livecell.sources import find_livecell_sources
 
     store = prepare.prepare_crop_store(
         find_livecell_sources(root), prepare.CropSettings(crop_size=16), tmp_path / "cache", workers=1
@@ -331,7 +332,7 @@ def test_a_polygon_with_a_nan_is_skipped_by_name_and_the_rest_prepared(tmp_path)
 def test_a_worker_that_dies_is_an_error_naming_its_shard(tmp_path):
     jobs = [(tmp_path, shard, [(f"image_{shard}.tif", None, [])], None, "train") for shard in range(3)]
     with pytest.raises(DataError, match=r"a preparation worker died .* shard 1 \(image_1.tif"):
-        list(prepare.run_shards(jobs, workers=2, work=_die_on_shard_1))
+        list(shards.run_shards(jobs, workers=2, work=_die_on_shard_1))
 
 
 def _die_on_shard_1(job):
@@ -399,7 +400,7 @@ def test_a_resumed_epoch_logs_the_loss_over_all_its_batches(make_cfg, monkeypatc
 
 
 def test_a_killed_generation_leaves_nothing_behind_and_the_next_one_completes(tmp_path, monkeypatch):
-    from cellexp.data import synthetic
+    from cellexp.data.synthetic import livecell as synthetic
 
     write = synthetic._write_dataset
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cellexp.follow_up import carried_overrides
+from cellexp.tracking.follow_up import carried_overrides
 from tests.conftest import ROOT, subprocess_env
 
 TINY_RUN = ["backbone=test_resnet", "dataset.image_size=32", "trainer.max_epochs=1", "trainer.cpu=true"]
@@ -103,7 +103,7 @@ def test_a_preset_is_carried_as_given_where_the_follow_up_accepts_it_else_as_the
 
 
 def test_the_printed_interpreter_is_the_one_that_ran(monkeypatch, tmp_path):
-    from cellexp import handoff
+    from cellexp.tracking import handoff
 
     venv = tmp_path / ".venv"
     (venv / "bin").mkdir(parents=True)

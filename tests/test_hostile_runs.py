@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 import cellexp
 from cellexp.config import BUILDABLE
 from cellexp.errors import CellexpError, CheckpointError, ConfigError
-from cellexp.mlflow_model import CellClassifierModel
-from cellexp.run_config import find_run_config, load_run_config, model_targets, shipped_targets
+from cellexp.tracking.mlflow_model import CellClassifierModel
+from cellexp.tracking.saved_config import find_run_config, load_run_config, model_targets, shipped_targets
 
 LINEAR = "{_target_: cellexp.models.heads.LinearHead, _partial_: true}"
 BACKBONE = "{_target_: cellexp.models.backbones.timm_backbone, _partial_: true, model_name: test_resnet, family: cnn}"
@@ -168,7 +168,7 @@ def test_a_backbone_option_that_reads_a_file_through_pickle_is_refused(make_cfg,
 
 
 def test_the_build_whitelist_names_exactly_the_callables_conf_ships_for_a_run():
-    app_only = {target for target in shipped_targets() if target.startswith(("optuna.", "cellexp.sweep"))}
+    app_only = {target for target in shipped_targets() if target.startswith(("optuna.", "cellexp.sweeps.callback"))}
     assert set(BUILDABLE) == shipped_targets() - app_only
     assert not any("*" in target for target in BUILDABLE)
     assert "torch.load" not in BUILDABLE and model_targets() < set(BUILDABLE)
@@ -211,7 +211,7 @@ def test_a_meta_json_that_would_size_the_model_wrongly_is_named_before_anything_
 def test_the_mlflow_model_loader_runs_no_payload(tmp_path, where):
     import mlflow
 
-    from cellexp.mlflow_model import MODEL_CODE
+    from cellexp.tracking.mlflow_model import MODEL_CODE
 
     marker = tmp_path / "payload_ran"
     best = _write_run(tmp_path / "foreign", {"head": LOAD}, marker)

@@ -28,7 +28,7 @@ def test_a_second_ctrl_c_while_stopping_ends_with_the_first_ones_line_and_a_clos
     def interrupt(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
 
-    close = cellexp.tracking._close_run
+    close = cellexp.tracking.session._close_run
 
     def interrupted_close(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the record is being closed
@@ -36,7 +36,7 @@ def test_a_second_ctrl_c_while_stopping_ends_with_the_first_ones_line_and_a_clos
 
     with monkeypatch.context() as patched:
         patched.setattr(cellexp.tasks.classify, "write_confusion_matrix", interrupt)  # in the test phase
-        patched.setattr(cellexp.tracking, "_close_run", interrupted_close)
+        patched.setattr(cellexp.tracking.session, "_close_run", interrupted_close)
         with pytest.raises(Preempted) as stopped:
             cellexp.run(make_cfg(SHORT, run_name="ctrl_c"))
     assert str(stopped.value) == (
@@ -50,8 +50,8 @@ def test_a_second_ctrl_c_while_stopping_ends_with_the_first_ones_line_and_a_clos
 
 KILL_AFTER_RUN_CREATED = """
 import os, runpy, signal, sys
-import cellexp.tracking
-cellexp.tracking._log_run_description = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+import cellexp.tracking.session
+cellexp.tracking.session._log_run_description = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 sys.argv = ["train.py", *sys.argv[1:]]
 runpy.run_path("train.py", run_name="__main__")
 """

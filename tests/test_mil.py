@@ -18,10 +18,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import cellexp
-from cellexp.data.bags import dataset_root, load_bags
-from cellexp.data.patches import PatchSettings, prepare_patch_store, select_patches
-from cellexp.data.timelapse import build_splits, group_sequences, parse_name, scan
-from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.data.synthetic.timelapse import generate_timelapse
+from cellexp.data.timelapse.bags import dataset_root, load_bags
+from cellexp.data.timelapse.folders import build_splits, group_sequences, parse_name, scan
+from cellexp.data.timelapse.patches import PatchSettings, prepare_patch_store, select_patches
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError

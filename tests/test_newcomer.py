@@ -13,10 +13,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import cellexp
-from cellexp import compare, handoff, run_identity, runs, tracking
+from cellexp.commands import compare, runs
 from cellexp.config import release_run_dir
 from cellexp.engine.checkpoint import BEST, MODEL_FILE, STATE_FILE, CheckpointManager
-from cellexp.handoff import RunRecord, next_steps
+from cellexp.tracking import handoff
+from cellexp.tracking import identity as run_identity
+from cellexp.tracking import session as tracking
+from cellexp.tracking.handoff import RunRecord, next_steps
 from tests.conftest import ROOT, subprocess_env, tracked_run
 
 
@@ -25,7 +28,7 @@ def test_a_quick_run_says_where_it_is_and_what_comes_next(make_cfg, caplog, caps
     cfg = make_cfg(["debug=default", "trainer.max_epochs=1"])  # TINY sets 2; debug=default is one epoch
     cellexp.run(cfg)
     run_id, folder, experiment = tracked_run(cfg).info.run_id, cfg.paths.output_dir, cfg.logger.experiment_name
-    start, end = [r.getMessage() for r in caplog.records if r.name == "cellexp.handoff"]
+    start, end = [r.getMessage() for r in caplog.records if r.name == "cellexp.tracking.handoff"]
     for line in (start, end):
         assert run_id in line and folder in line and repr(experiment) in line and cfg.logger.tracking_uri in line
     assert start.startswith("started") and end.startswith("finished") and " MB on disk" in end
@@ -34,7 +37,7 @@ def test_a_quick_run_says_where_it_is_and_what_comes_next(make_cfg, caplog, caps
     for command in (
         f"{python} train.py task.fit=false ckpt={folder}",
         f"{python} train.py task=xai ckpt={folder}",
-        f"{python} -m cellexp.compare {experiment} --tracking-uri {cfg.logger.tracking_uri}",
+        f"{python} -m cellexp.commands.compare {experiment} --tracking-uri {cfg.logger.tracking_uri}",
         f"mlflow ui --backend-store-uri {cfg.logger.tracking_uri}",
     ):
         assert command in end
@@ -64,7 +67,7 @@ def test_a_run_in_the_default_store_is_named_by_its_id():
     python = handoff.python()
     assert commands["evaluate"] == f"{python} train.py task.fit=false ckpt=abc123"
     assert commands["explain"] == f"{python} train.py task=xai ckpt=abc123"
-    assert commands["compare"] == f"{python} -m cellexp.compare cellexp"
+    assert commands["compare"] == f"{python} -m cellexp.commands.compare cellexp"
     assert "ui --backend-store-uri sqlite:///somewhere/mlflow.db" in commands["open the UI"]
     untracked = dict(next_steps(RunRecord("classify", Path("/runs/x"))))
     assert untracked == {"evaluate": f"{python} train.py task.fit=false ckpt=/runs/x", "explain": untracked["explain"]}

@@ -23,15 +23,15 @@ from cellexp.config import release_run_dir
 from cellexp.data.crops import cell_box, cell_mask
 from cellexp.data.datamodule import load_crop_data, open_crop_store
 from cellexp.data.intensity import to_uint8
-from cellexp.data.livecell import parse_image_name
-from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.livecell.release import parse_image_name
+from cellexp.data.synthetic.livecell import generate_synthetic_livecell
 from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError, DataError
-from cellexp.loading import load_trained, resolve_checkpoint
 from cellexp.plates.files import PlateImage, find_images
 from cellexp.plates.profiles import IMAGE_KEYS, WELL_KEYS
 from cellexp.plates.reading import as_trained, read_field
 from cellexp.plates.segment import SegmenterSettings, segment
+from cellexp.tracking.loading import load_trained, resolve_checkpoint
 from tests.conftest import TINY_MODEL, compose_cfg, tracked_run
 
 CLASSES = 8

@@ -16,7 +16,7 @@ import cellexp
 from cellexp.config import RUN_LOCK
 from cellexp.engine.checkpoint import load_model_state
 from cellexp.errors import CellexpError, ConfigError
-from cellexp.tracking import RUN_ID_FILE
+from cellexp.tracking.session import RUN_ID_FILE
 from tests.conftest import tracked_run
 
 SMALL = ["trainer.max_epochs=1", "dataset.limit=64", "trainer.early_stopping=null"]

@@ -1,5 +1,5 @@
-"""Every run says what it did: `cellexp.runs` shows it, `cellexp.compare` compares training runs only, grouped run
-by run by what each recorded (issue 33, item 5)."""
+"""Every run says what it did: `cellexp.commands.runs` shows it, `cellexp.commands.compare` compares training runs
+only, grouped run by run by what each recorded (issue 33, item 5)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from cellexp import compare, runs
-from cellexp.kinds import run_kind
-from cellexp.run_identity import run_label
+from cellexp.commands import compare, runs
+from cellexp.tracking.identity import run_label
+from cellexp.tracking.kinds import run_kind
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_each_task_names_its_kind_and_predict_names_no_dataset(make_cfg):
 
 
 def test_the_run_page_lists_swept_values_and_the_model_first_and_unset_keys_last():
-    from cellexp.run_page import ordered_params
+    from cellexp.tracking.param_order import ordered_params
 
     config = {"seed": "0", "ckpt": "None", "tuning.trial": "None", "backbone.model_name": "resnet18", "x.y": "1"}
     ordered = ordered_params(config, {"lr": "0.001"})

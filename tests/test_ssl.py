@@ -16,15 +16,15 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 import cellexp
-from cellexp.data.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.datamodule import load_patch_data
 from cellexp.data.multicrop import MultiCrop, ViewKind, _random_blur
+from cellexp.data.timelapse.bags import bag_splits, dataset_root, load_bags
 from cellexp.engine.checkpoint import MODEL_FILE, load_training_state
 from cellexp.engine.dino import DinoSchedules, cosine_schedule
 from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
 from cellexp.errors import CheckpointError, ConfigError
-from cellexp.loading import build_model, init_backbone, pretrained_backbone
 from cellexp.models.dino import Dino, DinoHead, dino_loss
+from cellexp.tracking.loading import build_model, init_backbone, pretrained_backbone
 from tests.conftest import compose_cfg, crash_after_saving, tracked_run
 
 # A small head (batch norm in it, which breaks the symmetry of a random CNN's outputs sooner) and few cells:

@@ -1,5 +1,5 @@
 """Multiruns end to end: MLflow parent and child runs, failed jobs, Optuna studies that resume,
-the submitit launchers, `cellexp.compare`, and the same runs read back through `mlflow server`."""
+the submitit launchers, `cellexp.commands.compare`, and the same runs read back through `mlflow server`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cellexp import compare
-from cellexp.sweep import suggest_head_params
+from cellexp.commands import compare
+from cellexp.sweeps.callback import suggest_head_params
 from tests.conftest import CONF, ROOT, TINY, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def test_a_sweep_ends_with_its_parent_run_its_best_job_and_the_compare_command(g
     assert "4 jobs (0 failed)" in ended.splitlines()[0]
     best = max(children, key=lambda c: c.data.metrics["val/balanced_accuracy"])  # one epoch: last = best
     assert f"best job       {best.info.run_name} (run {best.info.run_id})  val/balanced_accuracy" in ended
-    assert f"-m cellexp.compare {parent.info.run_id} --tracking-uri {tracking}" in ended
+    assert f"-m cellexp.commands.compare {parent.info.run_id} --tracking-uri {tracking}" in ended
 
 
 def test_swept_keys_are_params_of_an_experiment_the_ui_opens_on_runs(grid, tracking):

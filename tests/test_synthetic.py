@@ -11,8 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellexp.data import synthetic
-from cellexp.data.livecell import (
+from cellexp.data.livecell.release import (
     ANNOTATION_DIR,
     CELL_LINES,
     SPLITS,
@@ -22,7 +21,8 @@ from cellexp.data.livecell import (
     image_dir_for_split,
     parse_image_name,
 )
-from cellexp.data.synthetic import COMPLETE_MARKER, generate_synthetic_livecell
+from cellexp.data.synthetic import livecell as synthetic
+from cellexp.data.synthetic.livecell import COMPLETE_MARKER, generate_synthetic_livecell
 from cellexp.errors import ConfigError, DataError
 
 SMALL = {"train": 1, "val": 1, "test": 1}

@@ -1,4 +1,4 @@
-"""Team scale against the real things: PostgreSQL, `mlflow server` over it (started as `python -m cellexp.team`
+"""Team scale against the real things: PostgreSQL, `mlflow server` over it (started as `python -m cellexp.commands.team`
 starts them), and a one-node SLURM cluster on 127.0.0.1. Sweeps whose trials are SLURM jobs, jobs cancelled or
 requeued mid-run, and runs that start at the same instant: nothing lost, nothing doubled, every artifact in the
 server's store. Skipped, naming what is missing, where PostgreSQL, SLURM or munge are not installed."""
@@ -20,7 +20,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 
 from cellexp.config import PARENT_RUN_ENV
-from cellexp.optuna_sweeper import _TrialRun
+from cellexp.sweeps.optuna_sweeper import _TrialRun
 from tests.conftest import ROOT, subprocess_env
 from tests.team_services import missing_binaries, slurm_cluster, team_server
 
@@ -134,7 +134,7 @@ import sys, time
 from pathlib import Path
 import mlflow
 from omegaconf import OmegaConf
-from cellexp.tracking import configure_mlflow
+from cellexp.tracking.session import configure_mlflow
 folder, uri, name, index = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 logger = OmegaConf.create({"tracking_uri": uri, "experiment_name": name,
                            "artifact_location": f"file://{folder}/mlartifacts"})

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import cellexp
-from cellexp.data.bags import Bag, bag_splits, load_bags
-from cellexp.data.split_files import file_splits, read_split_file
-from cellexp.data.timelapse import (
+from cellexp.data.synthetic.timelapse import generate_timelapse
+from cellexp.data.timelapse.bags import Bag, bag_splits, load_bags
+from cellexp.data.timelapse.folders import (
     DEFAULT_NAME_PATTERN,
     WELL_THIRD_PATTERN,
     build_splits,
@@ -28,7 +28,7 @@ from cellexp.data.timelapse import (
     scan,
     unread_batches,
 )
-from cellexp.data.timelapse_synthetic import generate_timelapse
+from cellexp.data.timelapse.split_files import file_splits, read_split_file
 from cellexp.engine.checkpoint import MODEL_FILE
 from cellexp.errors import ConfigError, DataError
 from cellexp.mil import tss
@@ -175,7 +175,7 @@ def test_validation_is_carved_within_each_batch(seed):
 
 def test_batches_that_cannot_be_split_train_and_are_named(caplog):
     sequences = _sequences(batches=(1, 2, 3), wells=("D1", "D11", "B1")) + _sequences(batches=(4,), wells=("C1",))
-    with caplog.at_level(logging.WARNING, logger="cellexp.data.timelapse"):
+    with caplog.at_level(logging.WARNING, logger="cellexp.data.timelapse.folders"):
         splits = build_splits(sequences, "batch_stratified", 0, val_fraction=0.2)
     train = {(s.line, s.batch) for s in splits["train"]}
     assert ("A", "4") in train and not any(s.batch == "4" for s in splits["test"])  # a single well trains

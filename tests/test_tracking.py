@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import cellexp
-from cellexp.tracking import configure_mlflow, flatten_params, tracking_uri
+from cellexp.tracking.session import configure_mlflow, flatten_params, tracking_uri
 from tests.conftest import TINY_MODEL
 from tests.test_data import _write_dataset
 

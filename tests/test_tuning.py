@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 import cellexp
 from cellexp.data.datamodule import open_crop_store
 from cellexp.data.dataset import CropDataset
-from cellexp.handoff import weight_copies
 from cellexp.reports.data import split_digest
+from cellexp.tracking.handoff import weight_copies
 from tests.conftest import ROOT, compose_cfg, tracked_run
 from tests.test_sweeps import sweep, sweep_runs
 

@@ -19,10 +19,10 @@ from cellexp.data.datamodule import load_crop_data
 from cellexp.data.sampling import stratified_subset
 from cellexp.data.transforms import BatchTransform
 from cellexp.errors import CheckpointError, ConfigError, DataError
-from cellexp.loading import build_model, load_trained, resolve_checkpoint
 from cellexp.models.backbones import hybrid_backbone, timm_backbone
 from cellexp.models.classifier import CellClassifier
 from cellexp.models.heads import LinearHead
+from cellexp.tracking.loading import build_model, load_trained, resolve_checkpoint
 from cellexp.xai.cams import CAM_METHODS, cam_maps
 from cellexp.xai.embedding import knn_accuracy, silhouette, sphere
 from cellexp.xai.gradcamo import gradcamo, per_class, score_batches, summarize

@@ -13,17 +13,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from cellexp.data.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.cellpainting.plate import open_plate
 from cellexp.data.cellpainting.prepare import SPLIT
 from cellexp.data.dataset import CropDataset, collate_batch
 from cellexp.data.intensity import channel_ranges
-from cellexp.data.livecell import CELL_LINES
-from cellexp.data.prepare import CropSettings, prepare_crop_store
+from cellexp.data.livecell.prepare import CropSettings, prepare_crop_store
+from cellexp.data.livecell.release import CELL_LINES
+from cellexp.data.livecell.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.sampling import BalancedSampler, SeededShuffleSampler
-from cellexp.data.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.store import CropStore, PooledSplit, channel_batch
-from cellexp.data.synthetic import generate_synthetic_livecell
+from cellexp.data.synthetic.livecell import generate_synthetic_livecell
+from cellexp.data.timelapse.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.transforms import InputConfig
 from cellexp.data.well_splits import split_by_well
 from cellexp.errors import ConfigError

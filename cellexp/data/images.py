@@ -15,7 +15,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from cellexp.data.crops import square_masked_crop
-from cellexp.data.prepare import cell_line_named, read_gray
+from cellexp.data.livecell.prepare import cell_line_named, read_gray
 from cellexp.errors import DataError
 
 UNKNOWN = -1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 class NullTracker:
     run_id: str | None = None
-    record = None  # on the main rank, the run's cellexp.handoff.RunRecord, which its last lines are made from
+    record = None  # on the main rank, the run's cellexp.tracking.handoff.RunRecord, which its last lines are made from
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...

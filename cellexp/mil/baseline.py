@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cellexp.data.bags import Bag
+from cellexp.data.timelapse.bags import Bag
 from cellexp.mil.metrics import level_metrics, prefixed
 
 

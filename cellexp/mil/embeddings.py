@@ -20,8 +20,8 @@ from torch import nn
 from cellexp.data.store import SplitStore
 from cellexp.data.transforms import BatchTransform
 from cellexp.errors import ConfigError
-from cellexp.loading import build_backbone, pretrained_backbone
 from cellexp.progress import progress
+from cellexp.tracking.loading import build_backbone, pretrained_backbone
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from cellexp.data.bags import Bag
+from cellexp.data.timelapse.bags import Bag
 from cellexp.engine.metrics import present_class_auroc
 
 

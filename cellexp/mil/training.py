@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cellexp.data.bags import Bag
+from cellexp.data.timelapse.bags import Bag
 from cellexp.engine.trainer import StepOutput, Trainer
 from cellexp.mil.metrics import level_metrics
 from cellexp.mil.tss import Sample, make_sampler

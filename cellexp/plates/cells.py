@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cellexp.data.crops import cut_channels
-from cellexp.data.prepare import CropSettings
+from cellexp.data.livecell.prepare import CropSettings
 from cellexp.plates.outlines import Outline
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cellexp.data.coco import read_coco
 from cellexp.data.crops import cell_box, cell_mask, polygon_problem
+from cellexp.data.livecell.coco import read_coco
 from cellexp.data.pixels import READ_ERRORS, read_raw
 from cellexp.errors import DataError
 

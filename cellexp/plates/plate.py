@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellexp.data.livecell.prepare import CropSettings
 from cellexp.data.pixels import READ_ERRORS, describe
-from cellexp.data.prepare import CropSettings
 from cellexp.data.transforms import InputConfig
 from cellexp.errors import ConfigError, DataError
 from cellexp.plates.cells import cut_cells

@@ -1,4 +1,4 @@
-"""The figure of `cellexp.compare`: a metric's mean and spread per configuration."""
+"""The figure of `cellexp.commands.compare`: a metric's mean and spread per configuration."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellexp.config import project_root
 from cellexp.errors import ConfigError, DataError
-from cellexp.follow_up import TRAINING_KEYS
+from cellexp.tracking.follow_up import TRAINING_KEYS
 
 DINO_HEAD = "cellexp.models.dino.DinoHead"
 MIL_HEAD = "cellexp.models.mil.GatedAttentionMIL"

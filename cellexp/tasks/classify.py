@@ -18,7 +18,16 @@ from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
-from cellexp.loading import (
+from cellexp.models.classifier import CellClassifier
+from cellexp.reports.classification import write_confusion_matrix, write_predictions
+from cellexp.reports.data import log_data_summary
+from cellexp.reports.model import log_model_description
+from cellexp.sweeps.pruning import trial_pruner
+from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
+from cellexp.tasks.profiling import log_profile_quality
+from cellexp.tasks.trajectory import RecordingTrainer, trajectory_cells
+from cellexp.tracking.identity import backbone_source_tags, checkpoint_meta
+from cellexp.tracking.loading import (
     ResolvedCheckpoint,
     build_model,
     check_backbone,
@@ -27,16 +36,7 @@ from cellexp.loading import (
     resolve,
     trained_inputs,
 )
-from cellexp.models.classifier import CellClassifier
-from cellexp.pruning import trial_pruner
-from cellexp.reports.classification import write_confusion_matrix, write_predictions
-from cellexp.reports.data import log_data_summary
-from cellexp.reports.model import log_model_description
-from cellexp.run_identity import backbone_source_tags, checkpoint_meta
-from cellexp.tasks.checks import OTHER_TASKS_HEADS, refuse_head, require_crops
-from cellexp.tasks.profiling import log_profile_quality
-from cellexp.tasks.trajectory import RecordingTrainer, trajectory_cells
-from cellexp.tracking import start_tracking
+from cellexp.tracking.session import start_tracking
 from cellexp.xai.camo import GradCamo
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ def run(cfg: DictConfig) -> float:
 
 
 def _log_mlflow_model(best: Path, run_dir: Path, data: CropData) -> None:
-    """The best checkpoint as the MLflow run's `model` (cellexp.mlflow_model; imports mlflow, so only when asked)."""
-    from cellexp.mlflow_model import log_classifier
+    """The best checkpoint as the MLflow run's `model` (cellexp.tracking.mlflow_model; imports mlflow, so only when
+    asked)."""
+    from cellexp.tracking.mlflow_model import log_classifier
 
     test = data.splits["test"]
     example = data.store.images(test.split)[test.indices[:1]]

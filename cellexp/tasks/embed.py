@@ -24,10 +24,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cellexp.data.datamodule import load_crop_data
-from cellexp.data.livecell import CELL_LINES
+from cellexp.data.livecell.release import CELL_LINES
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError
-from cellexp.loading import load_trained, resolve, trained_classes
 from cellexp.plates.annotated import TRUE_CLASS, split_rows
 from cellexp.plates.inference import backbone_layer, classify_crops
 from cellexp.plates.profiles import cell_table, joined
@@ -35,7 +34,8 @@ from cellexp.plates.tables import write_tables
 from cellexp.profiles.columns import has_treatments
 from cellexp.tasks.checks import plain, refuse_training_keys, require_crops
 from cellexp.tasks.profiling import score_profiles
-from cellexp.tracking import start_tracking
+from cellexp.tracking.loading import load_trained, resolve, trained_classes
+from cellexp.tracking.session import start_tracking
 
 log = logging.getLogger(__name__)
 

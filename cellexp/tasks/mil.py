@@ -19,24 +19,24 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, open_dict
 
 from cellexp.config import build
-from cellexp.data.bags import Bag, bag_splits, dataset_root, load_bags
-from cellexp.data.timelapse import describe, split_counts
+from cellexp.data.timelapse.bags import Bag, bag_splits, dataset_root, load_bags
+from cellexp.data.timelapse.folders import describe, split_counts
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import BEST, CheckpointManager, read_meta
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError
-from cellexp.loading import ResolvedCheckpoint, load_weights, resolve
 from cellexp.mil import training
 from cellexp.mil.baseline import baseline_metrics
 from cellexp.mil.embeddings import embed_store
 from cellexp.mil.metrics import level_metrics, prefixed
 from cellexp.mil.tss import check_tss
-from cellexp.pruning import trial_pruner
 from cellexp.reports.mil import attention_figure, write_attention
 from cellexp.reports.model import parameter_count
-from cellexp.run_identity import run_label
+from cellexp.sweeps.pruning import trial_pruner
 from cellexp.tasks.checks import MIL_HEAD, require_head, require_value
-from cellexp.tracking import start_tracking
+from cellexp.tracking.identity import run_label
+from cellexp.tracking.loading import ResolvedCheckpoint, load_weights, resolve
+from cellexp.tracking.session import start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> float:
         features = torch.from_numpy(embeddings).float().to(accelerator.device)
         set_seed(cfg.seed)
         model = build(model_cfg.head)(features.shape[1], len(class_names)).to(accelerator.device)
-        # what cellexp.compare lists as a run's size: the aggregator's (the embedding backbone is frozen)
+        # what cellexp.commands.compare lists as a run's size: the aggregator's (the embedding backbone is frozen)
         tracker.log_metrics({"model/total_params": parameter_count(model)})
         if source is None:
             model.fit_standardization(features[np.concatenate([b.rows for b in split_bags["train"]])])

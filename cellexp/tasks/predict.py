@@ -20,10 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cellexp.data.livecell import CELL_LINES
+from cellexp.data.livecell.release import CELL_LINES
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.errors import ConfigError, DataError
-from cellexp.loading import load_trained, resolve, trained_classes
 from cellexp.plates.cells import crop_settings
 from cellexp.plates.files import find_images, missing_inputs
 from cellexp.plates.inference import classify_crops
@@ -34,7 +33,8 @@ from cellexp.plates.segment import Segmenter, SegmenterSettings
 from cellexp.plates.tables import write_summary, write_tables
 from cellexp.reports.plates import class_shares_figure, outlines_figure
 from cellexp.tasks.checks import refuse_training_keys
-from cellexp.tracking import RUN_ID_FILE, retrying, start_tracking, tracking_uri
+from cellexp.tracking.loading import load_trained, resolve, trained_classes
+from cellexp.tracking.session import RUN_ID_FILE, retrying, start_tracking, tracking_uri
 
 log = logging.getLogger(__name__)
 

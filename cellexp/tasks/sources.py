@@ -1,8 +1,9 @@
 """The checkpoints a run names (`ckpt`, `backbone.init_from`, `xai.compare_ckpt`, `trainer.resume`), checked before
 its run folder is kept, its MLflow run is opened or any data is prepared.
 
-A folder on disk is found and its run config read and checked (cellexp.run_config: nothing in it runs), and its
-weights file must be safetensors whose header parses; `trainer.resume` must name a complete resumable checkpoint.
+A folder on disk is found and its run config read and checked (cellexp.tracking.saved_config: nothing in it
+runs), and its weights file must be safetensors whose header parses; `trainer.resume` must name a complete
+resumable checkpoint.
 An MLflow run id is left to the task (looking it up opens the store, and its artifacts may need a download).
 """
 
@@ -22,7 +23,7 @@ _MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 def check_sources(cfg: DictConfig) -> None:
     """One-line CheckpointError naming the key for a checkpoint the run cannot use."""
     from cellexp.engine.checkpoint import CheckpointManager
-    from cellexp.loading import resolve
+    from cellexp.tracking.loading import resolve
 
     for key in SOURCE_KEYS:
         spec = OmegaConf.select(cfg, key, default=None)

@@ -6,7 +6,7 @@ and the probe labels the val sequences' patches by cell line.
 Each epoch a kNN probe of the teacher's backbone on the labelled val split against the train split's other
 cells (`val/knn_accuracy`, also at step 0 for the initial weights) picks the best checkpoint, or with
 task.keep=last is reported only. The teacher's backbone is what later tasks
-take: `task=classify backbone.init_from=<this run>` and `cellexp.loading.pretrained_backbone`.
+take: `task=classify backbone.init_from=<this run>` and `cellexp.tracking.loading.pretrained_backbone`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer, LastEpoch
 from cellexp.engine.trainer import Selection, TrainerSettings
 from cellexp.errors import ConfigError
-from cellexp.loading import build_backbone, init_backbone
 from cellexp.models.backbones import PATCH_FAMILIES
 from cellexp.models.dino import Dino
-from cellexp.pruning import trial_pruner
 from cellexp.reports.data import log_data_summary
 from cellexp.reports.model import parameter_count
-from cellexp.run_identity import backbone_source_tags, checkpoint_meta
+from cellexp.sweeps.pruning import trial_pruner
 from cellexp.tasks.checks import DINO_HEAD, require_head, require_value
-from cellexp.tracking import start_tracking
+from cellexp.tracking.identity import backbone_source_tags, checkpoint_meta
+from cellexp.tracking.loading import build_backbone, init_backbone
+from cellexp.tracking.session import start_tracking
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from cellexp.reports.xai import truth, write_cells, write_comparison, write_scor
 from cellexp.reports.xai_volume import volume_cell
 from cellexp.tasks.checks import refuse_training_keys, require_grey
 from cellexp.tasks.xai_embeddings import embeddings
-from cellexp.tracking import start_tracking
+from cellexp.tracking.session import start_tracking
 from cellexp.xai.cams import CAM_METHODS, cam_maps, map_kind
 from cellexp.xai.cells import TARGETS, Cells, Explained, explained_class, load_explained, predict, sample_cells
 from cellexp.xai.gradcamo import Scored, per_class, resize_masks, score_batches, summarize

@@ -15,9 +15,9 @@ from cellexp.data.store import ShardedArray, channel_batch
 from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import read_meta
 from cellexp.errors import ConfigError
-from cellexp.loading import load_trained, resolve
 from cellexp.models.classifier import CellClassifier
-from cellexp.run_identity import run_label
+from cellexp.tracking.identity import run_label
+from cellexp.tracking.loading import load_trained, resolve
 
 TARGETS: tuple[str, ...] = ("predicted", "true")
 

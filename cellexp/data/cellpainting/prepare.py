@@ -24,7 +24,7 @@ from cellexp.data.cellpainting.fields import FIELD_ERRORS, FieldRef, read_field
 from cellexp.data.cellpainting.metadata import Treatment
 from cellexp.data.cellpainting.segment import Segmentation, require_cellpose_weights, segment
 from cellexp.data.intensity import STORED_TYPES
-from cellexp.data.prepare import file_identity, run_shards
+from cellexp.data.shards import file_identity, run_shards
 from cellexp.data.store import SplitStore, finish_split, shard_done, write_shard
 from cellexp.progress import progress
 

@@ -1,0 +1,1 @@
+"""LIVECell (COCO annotations) and LIVECell-CLS crop folders into the crop store."""

@@ -1,0 +1,1 @@
+"""CLANet's brightfield time-lapses: folders, splits, patch selection and bags."""

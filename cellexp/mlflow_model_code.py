@@ -1,7 +1,0 @@
-"""What MLflow runs to load a cellexp classifier (models from code: cellexp.mlflow_model); nothing is unpickled."""
-
-import mlflow
-
-from cellexp.mlflow_model import CellClassifierModel
-
-mlflow.models.set_model(CellClassifierModel())

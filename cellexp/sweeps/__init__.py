@@ -1,0 +1,1 @@
+"""Multiruns and Optuna sweeps: the sweep's callback, its parent run, the sweeper and pruning."""

@@ -1,0 +1,1 @@
+"""What a run records in MLflow and reads back: its session, identity, model, folder and saved config."""
