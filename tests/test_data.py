@@ -17,9 +17,10 @@ from PIL import Image
 
 from cellexp.data.crops import cell_box, cell_mask, context_cell, cut_cell, square_mask
 from cellexp.data.datamodule import _context_margin, load_crop_data
+from cellexp.data.livecell import prepare
 from cellexp.data.livecell.coco import load_coco
 from cellexp.data.livecell.prepare import CropSettings, SplitSource, prepare_crop_store, split_key
-from cellexp.data.livecell.release import image_file_name, parse_image_name, prepare
+from cellexp.data.livecell.release import image_file_name, parse_image_name
 from cellexp.data.livecell.sources import find_livecell_cls_sources, find_livecell_sources
 from cellexp.data.sampling import BalancedSampler
 from cellexp.data.store import SplitStore
