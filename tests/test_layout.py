@@ -1,5 +1,6 @@
-"""Module paths from before the package was grouped by job still import (a logged MLflow model's code names them)
-and say the new path; each new path exists."""
+"""The house: `ls cellexp/` shows packages named by job beside a few foundations, no module outgrows one job, and
+module paths from before the package was grouped still import (a logged MLflow model's code names them), saying
+the new path."""
 
 import importlib
 import subprocess
@@ -10,6 +11,21 @@ import pytest
 
 import cellexp
 from cellexp.moved import MOVED
+
+PACKAGE = Path(cellexp.__file__).parent
+FOUNDATIONS = {"config.py", "errors.py", "progress.py", "run.py", "moved.py"}
+
+
+def test_the_package_root_holds_packages_and_the_foundations_only():
+    loose = {path.name for path in PACKAGE.glob("*.py")} - {"__init__.py"}
+    assert loose == FOUNDATIONS
+
+
+def test_no_module_is_over_400_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert not long
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))
