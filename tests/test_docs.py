@@ -13,6 +13,7 @@ from cellexp.commands import configs
 from tests.conftest import CONF
 
 OPTIONS = sorted(CONF.rglob("*.yaml"))
+COMMENT = re.compile(r"(?:^|\s)#(.*)$")  # a whole-line or a trailing comment
 
 
 @functools.cache
@@ -46,7 +47,7 @@ def test_the_configuration_reference_lists_every_key_and_comment_of_the_option(p
     text = section(path)
     missing = [key for key in keys(yaml.safe_load(path.read_text()) or {}) if f"- `{key}`" not in text]
     assert not missing, f"keys of {path} missing from the reference: {missing}"
-    comments = [line.split("#", 1)[1].strip() for line in path.read_text().splitlines() if line.lstrip().startswith("#")]
+    comments = [found.group(1).strip() for line in path.read_text().splitlines() if (found := COMMENT.search(line))]
     comments = [c for c in comments if c and not c.startswith("@package")]
     lost = [c for c in comments if configs.escape(c) not in text]
     assert not lost, f"comments of {path} missing from the reference: {lost}"

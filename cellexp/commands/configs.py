@@ -96,7 +96,8 @@ def _keys(node: yaml.MappingNode, prefix: str, lines: list[str], floor: int, sou
         comment = _above(lines, key.start_mark.line, floor)
         nested = isinstance(value, yaml.MappingNode) and value.value
         if nested:
-            comment += _inline(lines[key.start_mark.line], key.end_mark.column)
+            flow = value.end_mark.line == key.start_mark.line
+            comment += _inline(lines[key.start_mark.line], (value if flow else key).end_mark.column)
             yield Key(path, "", " ".join(comment))
             yield from _keys(value, f"{path}.", lines, floor, source)
             continue
