@@ -129,10 +129,12 @@ def options(conf: Path = CONF) -> list[Option]:
 
 
 def escape(text: str) -> str:
-    """A comment as Markdown text: `<run id>` outside code spans would be read as an HTML tag."""
+    """A comment as Markdown text: outside code spans, `<run id>` would be read as an HTML tag and `[a] [b]` as a
+    reference link."""
     parts = text.split("`")
     for i in range(0, len(parts), 2):
         parts[i] = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        parts[i] = parts[i].replace("[", "\\[").replace("]", "\\]")
     return "`".join(parts)
 
 
