@@ -1,5 +1,7 @@
-"""mkdocs hook: the configuration reference page, generated from conf/ on every build and never committed, so that it
-cannot drift from the YAML."""
+"""mkdocs hook: the configuration reference page, generated from the conf/ beside mkdocs.yml on every build and never
+committed, so that it cannot drift from the YAML."""
+
+from pathlib import Path
 
 from mkdocs.structure.files import File
 
@@ -9,5 +11,6 @@ PAGE = "reference/configuration.md"
 
 
 def on_files(files, config):
-    files.append(File.generated(config, PAGE, content=markdown()))
+    conf = Path(config.config_file_path).parent / "conf"
+    files.append(File.generated(config, PAGE, content=markdown(conf)))
     return files
