@@ -1,4 +1,5 @@
-"""Screenshots of the MLflow UI as a newcomer first sees it, taken in a real headless browser, for the README.
+"""Screenshots of the MLflow UI as a newcomer first sees it, taken in a real headless browser, for the README and
+docs/getting-started.md.
 
     python docs/take_screenshots.py [--workdir /tmp/cellexp-screens] [--data-dir data] [--chromium chromium]
 

@@ -3,9 +3,9 @@
 The tables below hold, for each published file, the values it sets and where (line numbers in the file at
 NeuRoNeLab/connectome-livecell-cls e675f76, `_configs/`, or LeiTong02/CLANet f7d6aff), written in the published
 vocabulary; `TRANSLATE` says what each published word is called here. Each preset is composed with Hydra as train.py
-composes it and compared field by field. A difference the README documents as deliberate is listed in `DELIBERATE`
-with the words of its README row (which must be there, and the difference must still exist); any other difference
-fails. Rows with no published config (`ANALOGY`) are held to the file their preset names as their analogy.
+composes it and compared field by field. A difference docs/presets.md documents as deliberate is listed in
+`DELIBERATE` with the words of its row there (which must be there, and the difference must still exist); any other
+difference fails. Rows with no published config (`ANALOGY`) are held to the file their preset names as their analogy.
 """
 
 from __future__ import annotations
@@ -401,12 +401,12 @@ ANALOGY = {
         "resnet101-vit-b1.yaml",
     ),
 }
-# Differences the README's published | ours | why tables document: (preset, field) -> words of that README row.
+# Differences docs/presets.md's published | ours | why tables document: (preset, field) -> words of that row.
 DELIBERATE = {
     ("clanet_published_dino", "batch_size"): "128 on each of 2 GPUs",
     ("clanet_published", "selected"): "lowest **test** loss every 5 epochs",
 }
-PUBLISHED_SECTIONS = ("### The paper's table", "### CLANet as published")
+PUBLISHED_SECTIONS = ("## The paper's table", "## CLANet as published")
 
 
 def published_value(field: str, value):
@@ -427,9 +427,9 @@ def differences(preset: str, cfg: DictConfig) -> dict[str, tuple]:
     return found
 
 
-def _readme_sections() -> str:
-    text = (ROOT / "README.md").read_text()
-    sections = [text.split(heading, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0] for heading in PUBLISHED_SECTIONS]
+def _published_tables() -> str:
+    text = (ROOT / "docs" / "presets.md").read_text()
+    sections = [text.split(heading, 1)[1].split("\n## ", 1)[0] for heading in PUBLISHED_SECTIONS]
     return "\n".join(sections)
 
 
@@ -452,5 +452,5 @@ def test_the_preset_computes_with_the_published_values(make_cfg, preset):
 
 
 @pytest.mark.parametrize(("preset", "field"), sorted(DELIBERATE))
-def test_each_deliberate_difference_has_its_readme_row(preset, field):
-    assert DELIBERATE[(preset, field)] in _readme_sections()
+def test_each_deliberate_difference_has_its_docs_row(preset, field):
+    assert DELIBERATE[(preset, field)] in _published_tables()

@@ -1,1 +1,1 @@
-"""The command-line tools beside train.py: `python -m cellexp.commands.<runs|compare|team>`."""
+"""The command-line tools beside train.py: `python -m cellexp.commands.<runs|compare|team|configs>`."""

@@ -1,4 +1,4 @@
-"""`cellexp runs|compare|team ...`: the tools beside train.py under one name (the `cellexp` command the install
+"""`cellexp runs|compare|team|configs ...`: the tools beside train.py under one name (the `cellexp` command the install
 puts in the venv; `python -m cellexp.commands ...` does the same)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ COMMANDS = {
     "runs": "the store's recent runs, their ids and objectives",
     "compare": "tables and figures of finished runs (an experiment or a sweep)",
     "team": "a lab's head node: PostgreSQL for MLflow and Optuna, and mlflow server",
+    "configs": "the configuration reference: every group, option and key of conf/ with its comment",
 }
 
 

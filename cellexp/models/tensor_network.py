@@ -2,7 +2,7 @@
 
 This is cellexp's own reading of the connectome head, cleaner than the published code and not the same
 function: `cellexp.models.elegans_published` computes the published head (and the intended one), quirks
-included, and the README's table says how the three differ.
+included, and docs/tasks/classify.md's head table says how the three differ.
 
 Every sensor node holds the projected embedding. Signals then travel along the graph's edges in
 role phases; a node gets one trainable unit (Linear dim->dim, optional LayerNorm, activation)

@@ -67,7 +67,7 @@ def announce_end(record: RunRecord, status: str) -> None:
 
 
 def next_steps(record: RunRecord) -> list[tuple[str, str]]:
-    """(what, command) pairs for a finished run, as the README documents them, each carrying the run's own
+    """(what, command) pairs for a finished run, as docs/getting-started.md documents them, each carrying the run's own
     overrides that it needs (its data, device and store: `follow_up.carried_overrides`). `ckpt=<run id>` finds
     the run in the default store; a run recorded elsewhere (or not at all) is named by its folder."""
     default_store = record.tracking_uri == record.default_uri
