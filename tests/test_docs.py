@@ -105,6 +105,6 @@ def test_the_readme_quick_job_runs_and_says_what_next(tmp_path):
 
 
 def test_the_readme_test_command_is_cis_and_collects_the_suite():
-    assert CI.read_text().splitlines()[-1] == TESTS
+    assert TESTS in CI.read_text().splitlines()
     done = run(TESTS, "--collect-only", "-q", "-p", "no:cacheprovider", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
