@@ -6,10 +6,10 @@
 
 Rows (medians of --repeats, the runs of a row interleaved after one warm-up each):
  1 end-to-end training: the synthetic crop store -> train_loader -> Accelerate -> BatchTransform (augmentation on the
-   device) -> ClassifierTrainer's epoch loop (`Trainer._train_epoch`), against the same loop fed random model inputs
+   device) -> ClassifierTrainer's epoch loop (`Trainer.train_epoch`), against the same loop fed random model inputs
    already on the device (identity transform); channels_last off and on.
  2 the engine, on those device inputs: its epoch loop (per-step gather and checks included) and its step alone
-   (`Trainer._optimize`), against a plain timm-style loop (autocast forward, loss, backward, optimizer step).
+   (`Trainer.optimize_step`), against a plain timm-style loop (autocast forward, loss, backward, optimizer step).
  3 trainer.compile=true (Accelerate's inductor backend) against eager, engine step; the compile time is the first
    compiled run's excess over a steady one.
  4 the Elegans heads (ours: head=elegans; published: head=elegans_published) forward+backward against their
@@ -58,7 +58,7 @@ from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
-from cellexp.engine.trainer import Selection, TrainerSettings
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.graphs.build import head_graph
 from cellexp.models.units import compute_path
 from cellexp.tracking.loading import build_model
@@ -101,10 +101,6 @@ class Row:
     ratio: float | str
     goal: str = ""
     note: str = ""
-
-
-class NoSignal:
-    requested = False  # what `_train_epoch` asks of its PreemptionWatch
 
 
 class DeviceBatches:
@@ -282,7 +278,7 @@ def engine_epoch(trainer: ClassifierTrainer, loader, transform: nn.Module) -> Ca
 
     def run() -> None:
         trainer.train_transform = transform
-        trainer._train_epoch(loader, NoSignal())
+        trainer.train_epoch(loader)
 
     return run
 
@@ -294,7 +290,7 @@ def engine_steps(trainer: ClassifierTrainer, loader) -> Callable:
         trainer.train_transform = nn.Identity()
         trainer.model.train()
         for batch in loader:
-            trainer._optimize(batch)
+            trainer.optimize_step(batch)
 
     return run
 

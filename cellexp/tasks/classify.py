@@ -16,7 +16,7 @@ from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
-from cellexp.engine.trainer import Selection, TrainerSettings
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
 from cellexp.models.classifier import CellClassifier
 from cellexp.reports.classification import write_confusion_matrix, write_predictions
