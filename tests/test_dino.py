@@ -12,7 +12,7 @@ import cellexp
 from cellexp.data.datamodule import load_patch_data
 from cellexp.engine.checkpoint import BEST, read_meta
 from cellexp.engine.dino import LastEpoch
-from cellexp.engine.trainer import Selection
+from cellexp.engine.settings import Selection
 from cellexp.errors import ConfigError
 from cellexp.models.backbones import timm_backbone
 from cellexp.models.dino import Dino, DinoHead

@@ -12,7 +12,7 @@ from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import CheckpointManager, load_model_state, load_training_state
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
-from cellexp.engine.trainer import EarlyStopping, Selection
+from cellexp.engine.settings import EarlyStopping, Selection
 from cellexp.errors import ConfigError
 
 

@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
-from cellexp.engine.trainer import Selection, StepOutput, Trainer
+from cellexp.engine.settings import Selection
+from cellexp.engine.trainer import StepOutput, Trainer
 from cellexp.models.dino import Dino
 
 log = logging.getLogger(__name__)

@@ -34,56 +34,12 @@ from cellexp.engine.checkpoint import BEST, CheckpointManager, load_model_state,
 from cellexp.engine.cpu_bf16 import guard_small_strided_convs
 from cellexp.engine.preemption import Preempted, PreemptionWatch
 from cellexp.engine.schedulers import step_scheduler
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.engine.tracker import NullTracker
 from cellexp.errors import CheckpointError, ConfigError, NonFiniteLossError, TrialPruned
 from cellexp.progress import progress, summary_line
 
 log = logging.getLogger(__name__)
-
-DIRECTIONS = ("maximize", "minimize")
-
-
-def check_direction(key: str, direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{key}={direction!r} must be 'maximize' or 'minimize'")
-
-
-@dataclass
-class Selection:
-    """Which validation metric picks the best epoch, which way is better, and who wins a tie."""
-
-    metric: str
-    direction: str = "maximize"
-    later_wins_ties: bool = False
-
-    def __post_init__(self):
-        check_direction("task.direction", self.direction)
-
-    def improves(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        if value == best:
-            return self.later_wins_ties
-        return value > best if self.direction == "maximize" else value < best
-
-
-@dataclass
-class EarlyStopping:
-    """Stop after `patience` epochs in a row without the monitored metric improving, never before `min_epochs`."""
-
-    monitor: str = "val/loss"
-    direction: str = "minimize"
-    patience: int = 5
-    min_epochs: int = 0
-
-    def __post_init__(self):
-        check_direction("trainer.early_stopping.direction", self.direction)
-
-    def update(self, value: float, best: float | None, bad_epochs: int) -> tuple[float, int]:
-        """The new (best value, epochs without improvement) after an epoch that scored `value`."""
-        if Selection(self.monitor, self.direction).improves(value, best):
-            return value, 0
-        return best, bad_epochs + 1
 
 
 @dataclass
@@ -116,30 +72,6 @@ class StepOutput:
     loss: torch.Tensor
     samples: int
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    """The `trainer` config as the engine reads it."""
-
-    max_epochs: int
-    seed: int
-    grad_clip: float | None = None
-    channels_last: bool = False
-    early_stopping: EarlyStopping | None = None
-    sample_unit: str = "images"
-
-    @classmethod
-    def from_config(cls, trainer_cfg, seed: int, **overrides) -> TrainerSettings:
-        stopping = trainer_cfg.get("early_stopping")
-        return cls(
-            max_epochs=int(trainer_cfg.max_epochs),
-            seed=int(seed),
-            grad_clip=trainer_cfg.get("grad_clip"),
-            channels_last=bool(trainer_cfg.get("channels_last", False)),
-            early_stopping=EarlyStopping(**stopping) if stopping else None,
-            **overrides,
-        )
 
 
 class Trainer:
@@ -232,14 +164,16 @@ class Trainer:
             if self.state.global_step == 0 and not self.state.finished:
                 self.before_fit(val_dl)
             while not self.state.finished:
-                train_metrics = self._train_epoch(train_dl, watch)
+                train_metrics = self.train_epoch(train_dl, watch)
                 val_metrics = {f"val/{k}": v for k, v in self.evaluate(val_dl).items()}
                 self._end_epoch({**train_metrics, **val_metrics})
                 if watch.requested:  # a signal during validation: the epoch's checkpoint is saved, stop here
                     raise Preempted(self.checkpoints.latest())
         return self.state
 
-    def _train_epoch(self, train_dl: DataLoader, watch: PreemptionWatch) -> dict:
+    def train_epoch(self, train_dl: DataLoader, watch: PreemptionWatch | None = None) -> dict:
+        """One epoch of `optimize_step`s with the per-step gather and checks, and its train/ metrics; `fit` calls
+        it, a benchmark may too. A signal seen by `watch` saves a mid-epoch checkpoint and raises `Preempted`."""
         state, acc = self.state, self.acc
         epoch, skip = state.epoch, state.step_in_epoch
         train_dl.set_epoch(epoch)
@@ -263,11 +197,11 @@ class Trainer:
                 torch.set_rng_state(self._rng_to_restore)
                 self._rng_to_restore = None
             self.on_step_start()
-            out = self._optimize(batch)
+            out = self.optimize_step(batch)
             # One small gather per step: every rank sees every rank's loss, statistics and preemption flag.
             names = ["loss", *out.stats]
             values = torch.stack([out.loss.detach().float(), *(v.detach().float() for v in out.stats.values())])
-            flag = torch.tensor([float(watch.requested)], device=values.device)
+            flag = torch.tensor([float(watch is not None and watch.requested)], device=values.device)
             gathered = acc.gather(torch.cat([values, flag])[None])
             if not torch.isfinite(gathered[:, 0]).all():
                 self._raise_non_finite(f"the training loss became {gathered[:, 0].tolist()}", step)
@@ -289,7 +223,8 @@ class Trainer:
         metrics[f"train/{self.settings.sample_unit}_per_s"] = (seen - state.epoch_seen) / max(elapsed, 1e-9)
         return metrics
 
-    def _optimize(self, batch) -> StepOutput:
+    def optimize_step(self, batch) -> StepOutput:
+        """One batch's `train_step`, backward, clipping and optimizer step (accumulated as configured)."""
         with self.acc.accumulate(self.model):
             out = self.train_step(batch)
             self.acc.backward(out.loss)

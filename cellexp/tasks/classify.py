@@ -16,7 +16,7 @@ from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
 from cellexp.engine.metrics import batch_averaged_metrics, classification_metrics, confusion_matrix
-from cellexp.engine.trainer import Selection, TrainerSettings
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.errors import ConfigError, NonFiniteLossError
 from cellexp.models.classifier import CellClassifier
 from cellexp.reports.classification import write_confusion_matrix, write_predictions
@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> float:
             tracker.set_tags(backbone_source_tags(cfg.backbone.init_from, backbone_source))
         if _camo_on(cfg):
             data = data.masked()
-        trainer = _trainer(cfg, accelerator, model, data, tracker, run_dir)
+        trainer = build_trainer(cfg, accelerator, model, data, run_dir, tracker)
         if cfg.task.fit:
             objective = _fit(cfg, trainer, data)
             best = run_dir / "checkpoints" / BEST
@@ -152,7 +152,11 @@ def _camo(cfg: DictConfig, model: CellClassifier) -> GradCamo | None:
     return GradCamo(model, model.input_config.image_size, layer=camo.get("layer"), target=camo.get("target"))
 
 
-def _trainer(cfg, accelerator, model: CellClassifier, data: CropData, tracker, run_dir: Path) -> ClassifierTrainer:
+def build_trainer(
+    cfg: DictConfig, accelerator, model: CellClassifier, data: CropData, run_dir: Path, tracker=None
+) -> ClassifierTrainer:
+    """The trainer task=classify fits and tests `model` with, for this config and data; public so that the GPU suite
+    and benchmarks measure the task's own trainer rather than a copy. Checkpoints go to <run_dir>/checkpoints."""
     model = sync_batchnorm(model, accelerator, cfg.trainer, default=False)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last_3d if model.input_config.depth else torch.channels_last)

@@ -23,7 +23,7 @@ from cellexp.data.timelapse.bags import Bag, bag_splits, dataset_root, load_bags
 from cellexp.data.timelapse.folders import describe, split_counts
 from cellexp.engine.accelerator import make_accelerator
 from cellexp.engine.checkpoint import BEST, CheckpointManager, read_meta
-from cellexp.engine.trainer import Selection, TrainerSettings
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.errors import ConfigError
 from cellexp.mil import training
 from cellexp.mil.baseline import baseline_metrics

@@ -28,7 +28,7 @@ from cellexp.data.transforms import InputConfig
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.dino import CollapseRule, DinoSchedules, DinoTrainer, LastEpoch
-from cellexp.engine.trainer import Selection, TrainerSettings
+from cellexp.engine.settings import Selection, TrainerSettings
 from cellexp.errors import ConfigError
 from cellexp.models.backbones import PATCH_FAMILIES
 from cellexp.models.dino import Dino
