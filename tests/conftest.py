@@ -20,6 +20,14 @@ from cellexp.tracking.session import RUN_ID_FILE
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # a worker per core (pytest -n): one thread each, for its own torch and the train.py it starts, so that the
+    # workers do not fight over the cores
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # A tiny but learnable setup: test models, small crops, a small synthetic dataset.
 TINY_MODEL = [
     "backbone=test_resnet",
@@ -30,6 +38,16 @@ TINY_MODEL = [
     "trainer.cpu=true",
 ]
 TINY = [*TINY_MODEL, "dataset.generate.images_per_line={train:3,val:1,test:1}"]
+
+
+# The modules that take longest, longest first: the workers (pytest -n) are handed modules in collection order, so one
+# of these collected last would run alone at the end while the other workers wait.
+LONG_POLES = ("test_mil.py", "test_ssl.py", "test_follow_ups.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The long modules first, in LONG_POLES' order; the others after them as collected (a stable sort)."""
+    items.sort(key=lambda item: LONG_POLES.index(item.path.name) if item.path.name in LONG_POLES else len(LONG_POLES))
 
 
 def _test_name() -> str:
