@@ -13,8 +13,6 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from cellexp.data.cellpainting.plate import open_plate
-from cellexp.data.cellpainting.prepare import SPLIT
 from cellexp.data.dataset import CropDataset, collate_batch
 from cellexp.data.intensity import channel_ranges
 from cellexp.data.livecell.prepare import CropSettings, prepare_crop_store
@@ -146,6 +144,10 @@ def load_crop_data(dataset_cfg: DictConfig, seed: int) -> CropData:
 
 def load_plate_data(dataset_cfg: DictConfig, seed: int) -> CropData:
     """A 3-D Cell Painting plate's cells, split by well: one store split (`cells`), three row sets."""
+    # imported here: the plate readers bring zarr, ome-zarr and dask (about 2 s a process), which 2-D runs never use
+    from cellexp.data.cellpainting.plate import open_plate
+    from cellexp.data.cellpainting.prepare import SPLIT
+
     plate = open_plate(dataset_cfg)
     store = CropStore({SPLIT: plate.store}, plate.class_names)
     limit = dataset_cfg.get("limit")
