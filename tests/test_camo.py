@@ -135,6 +135,7 @@ CAMO_RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_a_regularised_run_looks_more_at_the_cells_than_the_plain_run_of_the_same_seed(make_cfg):
     values = {}
     for weight in (0.0, 5.0):

@@ -93,6 +93,7 @@ def test_the_classical_segmenter_finds_the_true_cells(small_plate):
     assert total == 6 * SMALL["cells_per_field"] and matched >= 0.9 * total
 
 
+@pytest.mark.slow
 def test_every_layout_gives_a_byte_identical_crop_store(small_plate, tmp_path):
     table = small_plate / "metadata.csv"
     for layout in ("ome-zarr", "planes"):
@@ -155,6 +156,7 @@ def test_well_splits_are_disjoint_stratified_and_seeded():
     assert well_splits(strata, seed=0, fractions=fractions) == assigned != well_splits(strata, 1, fractions)
 
 
+@pytest.mark.slow
 def test_2d_datasets_split_by_well_put_each_well_in_one_split(tmp_path):
     data_dir = tmp_path / "data"  # its own: more images than the session's data
     cfg = compose_cfg(["dataset.split_by=well", "dataset.generate.images_per_line={train:4,val:1,test:1}"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, subprocess_env
 
 
@@ -69,6 +71,7 @@ def test_image_size_that_does_not_fit_the_patch_size_is_named(tmp_path):
     assert not (tmp_path / "data").exists()  # refused before any data is generated
 
 
+@pytest.mark.slow
 def test_a_log_file_has_no_progress_bar_frames(tmp_path):
     """Off a terminal, progress is a line now and then, never carriage-return frames (a SLURM .out stays readable)."""
     result = train(

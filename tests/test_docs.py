@@ -104,6 +104,7 @@ def test_the_readme_quick_job_runs_and_says_what_next(tmp_path):
     assert "finished run" in output and "evaluate" in output and "open the UI" in output
 
 
+@pytest.mark.slow
 def test_the_readme_test_command_is_cis_and_collects_the_suite():
     assert TESTS in CI.read_text().splitlines()
     done = run(TESTS, "--collect-only", "-q", "-p", "no:cacheprovider", timeout=900)

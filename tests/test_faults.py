@@ -329,6 +329,7 @@ def test_a_polygon_with_a_nan_is_skipped_by_name_and_the_rest_prepared(tmp_path)
     assert not others and len(store.labels("train")) == len(coco["annotations"]) - 1
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_is_an_error_naming_its_shard(tmp_path):
     jobs = [(tmp_path, shard, [(f"image_{shard}.tif", None, [])], None, "train") for shard in range(3)]
     with pytest.raises(DataError, match=r"a preparation worker died .* shard 1 \(image_1.tif"):

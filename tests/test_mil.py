@@ -244,6 +244,7 @@ def test_bad_sampling_settings_stop_the_run_by_name(make_cfg, override, message)
         cellexp.run(make_cfg([*TINY_MIL, "logger=none", override], tiny=False))
 
 
+@pytest.mark.slow
 def test_mil_task_runs_end_to_end(make_cfg, data_dir):
     cfg = make_cfg([*TINY_MIL, f"dataset.root={data_dir / 'timelapse'}"], tiny=False)
     value = cellexp.run(cfg)
@@ -322,6 +323,7 @@ def test_a_trained_mil_run_predicts_every_sequence_as_it_was_trained(make_cfg, d
     assert run.data.params["backbone.model_name"] == "test_resnet"
 
 
+@pytest.mark.slow
 def test_lines_the_model_does_not_know_are_predicted_and_left_out_of_the_metrics(
     make_cfg, data_dir, trained_mil_run, caplog
 ):

@@ -151,6 +151,7 @@ with mlflow.start_run(experiment_id=experiment_id, run_name=f"together {index}")
 
 @pytest.mark.integration
 @needs_services
+@pytest.mark.slow
 def test_eight_processes_create_one_new_experiment_at_the_same_instant(tmp_path, team):
     """Half name the server in the config (logger.tracking_uri), half through MLFLOW_TRACKING_URI, with a local
     sqlite store in the config that must stay unused: one experiment, 8 runs, 8 artifacts in the server's store."""

@@ -486,6 +486,7 @@ def test_load_bags_names_a_batch_it_cannot_read(small_root, tmp_path):
 # the task with the published sampler and bag settings
 
 
+@pytest.mark.slow
 def test_a_mil_run_trains_with_the_published_sampler(make_cfg, data_dir):
     from tests.test_mil import TINY_MIL
 
@@ -512,6 +513,7 @@ def test_tss_settings_stop_the_run_by_name(make_cfg, data_dir, override, message
 # the published preset, end to end on small generated frames
 
 
+@pytest.mark.slow
 def test_the_clanet_published_preset_trains_the_published_aggregator(make_cfg, data_dir):
     # frames of the shipped size (704x445): the published selection needs 10 windows of 112 px in a frame
     generate = {"lines": 3, "batches": 3, "wells": 3, "timepoints": 3}

@@ -326,6 +326,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return found
 
 
+@pytest.mark.slow
 def test_xai_run_writes_and_logs_scores_figures_comparison_and_umap(xai_cfg, runs, tmp_path):
     cfg = xai_cfg(
         [

@@ -126,6 +126,7 @@ def test_a_volume_cell_figure_is_written(tmp_path):
     assert Image.open(path).size[0] > 100
 
 
+@pytest.mark.slow
 def test_the_umap_over_training_has_one_frame_per_epoch_on_shared_axes(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 20)
