@@ -17,9 +17,9 @@ from tests.conftest import ROOT, TINY, subprocess_env
 NOT_FOR_2D = set("zarr ome_zarr dask monai skimage sklearn umap numba pytorch_grad_cam copairs duckdb".split())
 
 
-def imported(code: str) -> set[str]:
-    """The packages of NOT_FOR_2D that a fresh interpreter has imported once `code` has run."""
-    report = f"import json, sys; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {NOT_FOR_2D})))"
+def imported(code: str, watched: set[str] = NOT_FOR_2D) -> set[str]:
+    """The packages of `watched` that a fresh interpreter has imported once `code` has run."""
+    report = f"import json, sys; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {watched})))"
     done = subprocess.run(
         [sys.executable, "-c", f"{code}\n{report}"],
         cwd=ROOT,
@@ -36,6 +36,12 @@ def imported(code: str) -> set[str]:
 def test_importing_task_classify_imports_no_other_tasks_libraries():
     """torch, timm, torchmetrics and MLflow: a few seconds, hence slow."""
     assert imported("import cellexp.tasks.classify") == set()
+
+
+@pytest.mark.slow
+def test_importing_task_ssl_leaves_torchmetrics_to_the_classification_metrics():
+    """DINO's own evaluation (kNN accuracy, spread) is plain torch."""
+    assert imported("import cellexp.tasks.ssl", {"torchmetrics"}) == set()
 
 
 def test_importing_the_run_dispatch_imports_no_task():
