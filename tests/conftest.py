@@ -87,7 +87,8 @@ def compose_cfg(overrides: list[str], run_dir: Path, data_dir: Path, tiny: bool 
 
 @pytest.fixture
 def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
-    """Compose conf/ with overrides; the run folder is tmp_path/<run_name>, MLflow a session sqlite store."""
+    """Compose conf/ with overrides; the run folder is tmp_path/<run_name>, MLflow a session sqlite store, without
+    system metrics (an override given turns them back on)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(overrides: list[str] = (), run_name: str = "run", tiny: bool = True) -> DictConfig:
@@ -95,6 +96,8 @@ def make_cfg(tmp_path, data_dir, mlflow_uri, monkeypatch):
             f"++logger.tracking_uri={mlflow_uri}",
             f"++logger.artifact_location=file://{tmp_path / 'mlartifacts'}",
             f"++logger.experiment_name={_test_name()}",
+            # no system-metrics sampler thread in the test process (test_tuning's `classified` run checks them)
+            "++logger.system_metrics=false",
         ]
         return compose_cfg([*logger, *overrides], tmp_path / run_name, data_dir, tiny)
 

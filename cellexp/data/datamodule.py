@@ -21,7 +21,6 @@ from cellexp.data.livecell.sources import find_livecell_cls_sources, find_livece
 from cellexp.data.sampling import BalancedSampler, SeededShuffleSampler
 from cellexp.data.store import CropStore, PooledSplit, channel_batch
 from cellexp.data.synthetic.livecell import generate_synthetic_livecell
-from cellexp.data.timelapse.bags import bag_splits, dataset_root, load_bags
 from cellexp.data.transforms import InputConfig
 from cellexp.data.well_splits import split_by_well
 from cellexp.errors import ConfigError
@@ -164,6 +163,9 @@ def load_patch_data(
     does so); `wells_per_batch` keeps the training patches of the first wells of each batch only, in the natural
     order of their names (CLANet's DINO: 7). Validation stays the val split's sequences either way.
     """
+    # imported here: the time-lapse readers bring scikit-image, which the crop runs never use
+    from cellexp.data.timelapse.bags import bag_splits, dataset_root, load_bags
+
     patch_store, bags, _ = load_bags(dataset_cfg, dataset_root(dataset_cfg))
     store = CropStore({"patches": patch_store}, list(patch_store.summary["class_names"]))
     members = dict(bag_splits(dataset_cfg, bags))

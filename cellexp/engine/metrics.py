@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_auroc,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
-)
+
+# torchmetrics is imported by the functions that use it: it imports its every domain (audio, image, text: with
+# scipy and matplotlib, about 1.3 s of CPU a process), and DINO's evaluation (weighted_knn_accuracy,
+# embedding_spread) needs none of it
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict[str, float]:
@@ -22,6 +18,8 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
     recalls are taken over the classes present in `targets` only, as scikit-learn does, and `classes_present`
     says how many there were; macro F1 is over the classes that are true or predicted (scikit-learn's labels).
     """
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score, multiclass_recall
+
     logits, targets = logits.float().cpu(), targets.long().cpu()
     n = len(class_names)
     preds = logits.argmax(dim=1)
@@ -44,6 +42,14 @@ def batch_averaged_metrics(logits: torch.Tensor, targets: torch.Tensor, num_clas
     """The published LIVECell-CLS figures: each batch of `batch` cells' metric (average='weighted', so AUROC too),
     then the batches' mean weighted by their size, as Lightning reports a per-batch value logged on_epoch.
     Accuracy so averaged is the whole split's; F1 and AUROC are not."""
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_auroc,
+        multiclass_f1_score,
+        multiclass_precision,
+        multiclass_recall,
+    )
+
     probs, targets = logits.float().cpu().softmax(dim=1), targets.long().cpu()
     kinds = {
         "accuracy": multiclass_accuracy,
@@ -68,6 +74,8 @@ def present_classes(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
 def present_class_auroc(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """One-vs-rest AUROC averaged over the classes present in `targets` (torchmetrics scores an absent class 0
     and averages it in); NaN with fewer than two classes present, where no ranking can be judged."""
+    from torchmetrics.functional.classification import multiclass_auroc
+
     probs, targets = probs.float().cpu(), targets.long().cpu()
     present = present_classes(targets, probs.shape[1])
     if len(present) < 2:
@@ -78,6 +86,8 @@ def present_class_auroc(probs: torch.Tensor, targets: torch.Tensor) -> float:
 
 def confusion_matrix(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rows are true classes, columns predictions, raw counts."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
     return multiclass_confusion_matrix(logits.argmax(dim=1).cpu(), targets.long().cpu(), num_classes)
 
 

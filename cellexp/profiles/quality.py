@@ -21,7 +21,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from copairs import map as copairs_map
 
 from cellexp.errors import DataError
 from cellexp.profiles.columns import (
@@ -97,6 +96,10 @@ def treatment_maps(
     Queries are the treated profiles: controls carry their own row number as `Metadata_reference_index` (treated
     profiles -1), so no control has a positive, and a negative must differ in it too when it is in `neg_diffby`
     (copairs' own recipe for phenotypic activity)."""
+    # imported here: copairs brings duckdb, and every task=classify run imports this module, most to learn that its
+    # data have no treatments to score
+    from copairs import map as copairs_map
+
     scores = copairs_map.average_precision(
         meta, x, [TREATMENT, REFERENCE], pos_diffby, neg_sameby, neg_diffby, progress_bar=False
     )

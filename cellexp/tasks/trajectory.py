@@ -14,9 +14,7 @@ from torch.utils.data import Subset
 from cellexp.data.datamodule import CropData
 from cellexp.data.sampling import stratified_subset
 from cellexp.engine.classification import ClassifierTrainer
-from cellexp.reports.animation import umap_gif
 from cellexp.tasks.profiling import embeddings
-from cellexp.xai.trajectory import joint_umap
 
 CELLS = 500
 NEIGHBOURS = 15
@@ -32,6 +30,11 @@ class Trajectory:
     frames: list[np.ndarray] = field(default_factory=list)
 
     def write(self, run_dir: Path, seed: int) -> Path:
+        # imported here: the drawing brings pytorch_grad_cam, scikit-learn and UMAP, which task=classify's other runs
+        # never use (task=classify imports this module for RecordingTrainer)
+        from cellexp.reports.animation import umap_gif
+        from cellexp.xai.trajectory import joint_umap
+
         coords = joint_umap(self.frames, NEIGHBOURS, seed)
         title = f"{len(self.labels)} test cells, one UMAP over all epochs"
         return umap_gif(run_dir / FILE, coords, self.labels, self.class_names, title)
