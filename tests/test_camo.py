@@ -182,3 +182,21 @@ def test_camo_on_black_background_crops_warns_and_bad_weights_are_refused(make_c
     with pytest.raises(ConfigError, match="task.camo.layer="):
         cellexp.run(make_cfg(["task.camo.weight=1", "task.camo.layer=backbone.nolayer", "trainer.max_epochs=1"]))
     assert "nothing outside the cell is there to cheat on" in caplog.text
+    with pytest.raises(ConfigError, match="task.camo.method='saliency'; choose one of"):
+        cellexp.run(make_cfg(["task.camo.method=saliency"]))
+    with pytest.raises(ConfigError, match="task.camo.signed=true is a setting of the gradcam penalty"):
+        cellexp.run(make_cfg(["task.camo.weight=1", "task.camo.method=input_gradients", "task.camo.signed=true"]))
+    with pytest.raises(ConfigError, match="dataset.background=black on crops that are black outside the cell"):
+        cellexp.run(make_cfg(["dataset.background=black"]))
+    with pytest.raises(ConfigError, match="dataset.background='grey'; choose one of keep, black, swap, noise"):
+        cellexp.run(make_cfg(["dataset.background=grey"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("background", ["black", "swap"])
+def test_the_background_baselines_train_and_report_grad_camo(make_cfg, background):
+    overrides = [*CAMO_RUN, "dataset.limit=128", "trainer.max_epochs=1", f"dataset.background={background}"]
+    cfg = make_cfg(overrides, run_name=background)
+    cellexp.run(cfg)
+    metrics = tracked_run(cfg).data.metrics
+    assert 0 <= metrics["test/gradcamo_frac_above_0.5"] <= 1 and 0 <= metrics["test/balanced_accuracy"] <= 1
