@@ -183,13 +183,15 @@ def test_camo_on_black_background_crops_warns_and_bad_weights_are_refused(make_c
         cellexp.run(make_cfg(["task.camo.weight=1", "task.camo.layer=backbone.nolayer", "trainer.max_epochs=1"]))
     assert "nothing outside the cell is there to cheat on" in caplog.text
     with pytest.raises(ConfigError, match="task.camo.method='saliency'; choose one of"):
-        cellexp.run(make_cfg(["task.camo.method=saliency"]))
+        cellexp.run(make_cfg(["task.camo.method=saliency"], run_name="method"))
     with pytest.raises(ConfigError, match="task.camo.signed=true is a setting of the gradcam penalty"):
-        cellexp.run(make_cfg(["task.camo.weight=1", "task.camo.method=input_gradients", "task.camo.signed=true"]))
+        cellexp.run(
+            make_cfg(["task.camo.weight=1", "task.camo.method=input_gradients", "task.camo.signed=true"], run_name="s")
+        )
     with pytest.raises(ConfigError, match="dataset.background=black on crops that are black outside the cell"):
-        cellexp.run(make_cfg(["dataset.background=black"]))
+        cellexp.run(make_cfg(["dataset.background=black"], run_name="black"))
     with pytest.raises(ConfigError, match="dataset.background='grey'; choose one of keep, black, swap, noise"):
-        cellexp.run(make_cfg(["dataset.background=grey"]))
+        cellexp.run(make_cfg(["dataset.background=grey"], run_name="grey"))
 
 
 @pytest.mark.slow
