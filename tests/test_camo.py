@@ -12,7 +12,7 @@ from scipy import ndimage
 import cellexp
 from cellexp.data.livecell.coco import load_coco
 from cellexp.data.livecell.release import ANNOTATION_DIR, CELL_LINES, annotation_file_name, image_dir_for_split
-from cellexp.data.synthetic.livecell import generate_synthetic_livecell
+from cellexp.data.synthetic.livecell import DEBRIS_DENSITY, generate_synthetic_livecell
 from cellexp.errors import ConfigError
 from cellexp.xai.camo import GradCamo
 from cellexp.xai.cams import cam_maps
@@ -121,6 +121,29 @@ def test_a_confounded_dataset_hides_a_cue_outside_the_cells_that_follows_the_lin
     assert np.abs(a[away] - b[away]).mean() > 4  # the background carries the cue
 
 
+def test_context_debris_follows_the_line_in_every_split_and_the_oracle_unconfounds_train_and_val(tmp_path):
+    kwargs = {"images_per_line": {"train": 2, "val": 0, "test": 1}, "height": 96, "width": 128, "confound": 12.0}
+    cued = generate_synthetic_livecell(tmp_path / "cued", **kwargs)
+    both = generate_synthetic_livecell(tmp_path / "both", context=30.0, **kwargs)
+    oracle = generate_synthetic_livecell(tmp_path / "oracle", confounded_splits=[], **kwargs)
+    lines = list(CELL_LINES)
+    for split in ("train", "test"):
+        coco = load_coco(cued / ANNOTATION_DIR / annotation_file_name(split))
+        for image in coco.imgs.values():
+            path = image_dir_for_split(split) + "/" + image["file_name"]
+            a, b = (np.asarray(Image.open(root / path), dtype=np.int16) for root in (cued, both))
+            line = image["file_name"].split("_")[0]
+            specks = (b - a) > 8  # debris only adds, in the background
+            assert specks.any() == (DEBRIS_DENSITY[line] > 0), (split, line)
+    test = [load_coco(root / ANNOTATION_DIR / annotation_file_name("test")) for root in (cued, oracle)]
+    assert [i["cue"] for i in test[0].imgs.values()] == [i["cue"] for i in test[1].imgs.values()]  # the same test
+    train = load_coco(oracle / ANNOTATION_DIR / annotation_file_name("train"))
+    follows = [img["cue"] == lines.index(img["file_name"].split("_")[0]) for img in train.imgs.values()]
+    assert sum(follows) < len(follows) / 2  # the oracle's cue tells nothing in training
+    with pytest.raises(ConfigError, match="confounded_splits must be some of train, val, test"):
+        generate_synthetic_livecell(tmp_path / "bad", confounded_splits=["training"], **kwargs)
+
+
 CAMO_RUN = [
     "head=linear",
     "dataset.context_margin=0.5",
@@ -159,3 +182,23 @@ def test_camo_on_black_background_crops_warns_and_bad_weights_are_refused(make_c
     with pytest.raises(ConfigError, match="task.camo.layer="):
         cellexp.run(make_cfg(["task.camo.weight=1", "task.camo.layer=backbone.nolayer", "trainer.max_epochs=1"]))
     assert "nothing outside the cell is there to cheat on" in caplog.text
+    with pytest.raises(ConfigError, match="task.camo.method='saliency'; choose one of"):
+        cellexp.run(make_cfg(["task.camo.method=saliency"], run_name="method"))
+    with pytest.raises(ConfigError, match="task.camo.signed=true is a setting of the gradcam penalty"):
+        cellexp.run(
+            make_cfg(["task.camo.weight=1", "task.camo.method=input_gradients", "task.camo.signed=true"], run_name="s")
+        )
+    with pytest.raises(ConfigError, match="dataset.background=black on crops that are black outside the cell"):
+        cellexp.run(make_cfg(["dataset.background=black"], run_name="black"))
+    with pytest.raises(ConfigError, match="dataset.background='grey'; choose one of keep, black, swap, noise"):
+        cellexp.run(make_cfg(["dataset.background=grey"], run_name="grey"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("background", ["black", "swap"])
+def test_the_background_baselines_train_and_report_grad_camo(make_cfg, background):
+    overrides = [*CAMO_RUN, "dataset.limit=128", "trainer.max_epochs=1", f"dataset.background={background}"]
+    cfg = make_cfg(overrides, run_name=background)
+    cellexp.run(cfg)
+    metrics = tracked_run(cfg).data.metrics
+    assert 0 <= metrics["test/gradcamo_frac_above_0.5"] <= 1 and 0 <= metrics["test/balanced_accuracy"] <= 1

@@ -11,6 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cellexp.data.pixels import pixel_kind
+from cellexp.errors import ConfigError
+
+# what a batch shows outside each cell (BatchTransform's `background`, dataset.background)
+BACKGROUNDS = ("keep", "black", "swap", "noise")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,10 @@ class BatchTransform(nn.Module):
     Augmentations: flips and 90-degree turns, a small random affine (rotation up to `degrees`,
     zoom in `scale`, shift up to `translate` of the side; resampled together with the resize, the
     flip and the turn in one pass), and brightness/contrast jitter of the cell (the black
-    background stays black) for a share `jitter_prob` of the samples. `flip_prob` replaces the
+    background stays black) for a share `jitter_prob` of the samples. `background` (which needs the cells' masks)
+    blacks out everything outside the cell in every batch (`black`: the cell alone, as LIVECell-CLS crops are), or,
+    when training, replaces it with another crop's surroundings (`swap`) or with noise (`noise`); see
+    `replace_background`. `flip_prob` replaces the
     flips and turns by a vertical and a horizontal flip, each with that chance and no turn (CLANet's
     DINO recipe: 0.3); it takes no affine.
     3-D crops (B, C, D, S, S) get the same in the xy plane (every plane alike: the affine is a rotation about z, the
@@ -102,8 +109,12 @@ class BatchTransform(nn.Module):
         flip_prob: float | None = None,
         intensity: tuple[tuple[float, float], ...] | None = None,
         depth: int | None = None,
+        background: str = "keep",
     ):
         super().__init__()
+        if background not in BACKGROUNDS:
+            raise ConfigError(f"dataset.background={background!r}; choose one of {', '.join(BACKGROUNDS)}")
+        self.background = background
         self.image_size, self.mean, self.std, self.augment = image_size, mean, std, augment
         self.in_chans, self.depth = in_chans, depth
         self.intensity = None if intensity is None else torch.tensor(intensity, dtype=torch.float32)
@@ -133,6 +144,10 @@ class BatchTransform(nn.Module):
                 x = _random_dihedral(x) if self.flip_prob is None else _random_flips(x, self.flip_prob)
         if masks is not None:
             x, masks = x[:, :-1], x[:, -1:] > 0.5
+        if self.background == "black" or (augment and self.background != "keep"):
+            if masks is None:
+                raise ValueError(f"background={self.background!r} replaces what is outside the cell: pass its masks")
+            x = replace_background(x, masks, self.background)
         if augment and (self.brightness or self.contrast):
             x = self._jitter(x)
         if x.shape[1] != self.in_chans:
@@ -196,6 +211,32 @@ class BatchTransform(nn.Module):
             spared = (torch.rand(n, device=device) >= self.jitter_prob).view(each)
             contrast, gain = contrast.masked_fill(spared, 1.0), gain.masked_fill(spared, 1.0)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
+
+
+def replace_background(x: torch.Tensor, masks: torch.Tensor, how: str) -> torch.Tensor:
+    """Crops (B, C, *space) with what lies outside each cell's mask (B, 1, *space) bool replaced: by 0 (`black`), by
+    the next crop's pixels in the batch (`swap`: another cell's surroundings, the background randomisation of Xiao
+    et al., ICLR 2021), or by Gaussian noise of the crop's own background mean and deviation (`noise`)."""
+    if how == "black":
+        return x * masks
+    if how == "swap":
+        return torch.where(masks, x, x.roll(1, dims=0))
+    if how != "noise":
+        raise ValueError(f"background {how!r}; choose one of {', '.join(BACKGROUNDS[1:])}")
+    outside, space = ~masks, tuple(range(2, x.ndim))
+    count = outside.sum(space, keepdim=True).clamp_min(1)
+    mean = (x * outside).sum(space, keepdim=True) / count
+    std = (((x - mean) * outside).square().sum(space, keepdim=True) / count).sqrt()
+    return torch.where(masks, x, mean + std * torch.randn_like(x))
+
+
+def model_inputs(transform: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A (crops, labels) or (crops, labels, masks) batch through `transform`: (inputs, labels, masks or None)."""
+    crops, labels, *rest = batch
+    if not rest:
+        return transform(crops), labels, None
+    inputs, masks = transform(crops, rest[0])
+    return inputs, labels, masks
 
 
 def augmentation(dataset_cfg: DictConfig) -> dict:

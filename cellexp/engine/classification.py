@@ -1,10 +1,12 @@
 """Supervised classification on the engine: a step is cross-entropy on a transformed batch, evaluation the metrics
 of a whole split (gathered across ranks without duplicates).
 
-With `camo` (an object with `capture()`, `inside_share(logits, labels, masks, create_graph)` and `summary(shares)`,
-such as `cellexp.xai.camo.GradCamo`), batches carry the cells' masks: each step adds `camo_weight` times the
-share of the Grad-CAM mass outside the cell to the loss (logged as `camo_loss`), and evaluation reports the
-Grad-CAMO of the split's cells."""
+Batches may carry the cells' masks (crops, labels, masks): the transforms then move them with the crops (and may
+replace the background, `dataset.background`). With `camo` (an object with `capture()`, `inside_share(logits,
+labels, masks, create_graph)` and `summary(shares)`, such as `cellexp.xai.camo.GradCamo`) evaluation reports the
+Grad-CAMO of the split's cells; with `camo_penalty` (`penalty(forward, x, labels, masks) -> (logits, penalty)`,
+one of `cellexp.xai.penalties`) each step adds `camo_weight` times the penalty to the loss (logged as
+`camo_loss`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cellexp.data.transforms import model_inputs
 from cellexp.engine.metrics import classification_metrics
 from cellexp.engine.trainer import StepOutput, Trainer
 
@@ -29,43 +32,41 @@ class ClassifierTrainer(Trainer):
         eval_transform: nn.Module,
         class_names: list[str],
         camo=None,
+        camo_penalty=None,
         camo_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.criterion, self.class_names = criterion, class_names
-        self.camo, self.camo_weight = camo, float(camo_weight)
+        self.camo, self.camo_penalty, self.camo_weight = camo, camo_penalty, float(camo_weight)
         self.train_transform = train_transform.to(self.acc.device).train()
         self.eval_transform = eval_transform.to(self.acc.device).eval()
 
     def train_step(self, batch) -> StepOutput:
-        if self.camo is not None and self.camo_weight > 0:
-            return self._camo_step(*batch)
-        crops, labels = batch[:2]
-        inputs = self.model_input(self.train_transform(crops))
+        inputs, labels, masks = model_inputs(self.train_transform, batch)
+        inputs = self.model_input(inputs)
+        if self.camo_penalty is None or not self.camo_weight > 0:
+            with self.autocast():
+                loss = self.criterion(self.model(inputs), labels)
+            return StepOutput(loss, samples=labels.shape[0])
+        logits, penalty = self.camo_penalty(self._forward, inputs, labels, masks)
         with self.autocast():
-            loss = self.criterion(self.model(inputs), labels)
-        return StepOutput(loss, samples=labels.shape[0])
-
-    def _camo_step(self, crops, labels, masks) -> StepOutput:
-        """Cross-entropy plus the weighted share of Grad-CAM mass outside each cell (its gradient through the
-        gradient: one extra backward above the target layer)."""
-        inputs, masks = self.train_transform(crops, masks)
-        with self.autocast(), self.camo.capture():
-            logits = self.model(self.model_input(inputs))
             loss = self.criterion(logits, labels)
-        share, _ = self.camo.inside_share(logits, labels, masks, create_graph=True)
-        outside = 1.0 - share.mean()
-        return StepOutput(loss + self.camo_weight * outside, samples=labels.shape[0], stats={"camo_loss": outside})
+        return StepOutput(loss + self.camo_weight * penalty, samples=labels.shape[0], stats={"camo_loss": penalty})
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model(x)
 
     @torch.no_grad()
     def predict(self, dl: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and targets of a whole split (a loader passed through `accelerator.prepare`)."""
         self.model.eval()
         logits, targets = [], []
-        for crops, labels, *_ in dl:
+        for batch in dl:
+            inputs, labels, _ = model_inputs(self.eval_transform, batch)
             with self.autocast():
-                out = self.model(self.model_input(self.eval_transform(crops)))
+                out = self.model(self.model_input(inputs))
             out, labels = self.acc.gather_for_metrics((out.float(), labels))
             logits.append(out.cpu())
             targets.append(labels.cpu())
@@ -82,8 +83,8 @@ class ClassifierTrainer(Trainer):
         forward pass that Grad-CAMO needs anyway (with grads, model in eval mode), gathered from every rank."""
         self.model.eval()
         logits, targets, shares = [], [], []
-        for crops, labels, masks in dl:
-            inputs, masks = self.eval_transform(crops, masks)
+        for batch in dl:
+            inputs, labels, masks = model_inputs(self.eval_transform, batch)
             with torch.enable_grad(), self.autocast(), self.camo.capture():
                 out = self.model(self.model_input(inputs))
             with torch.enable_grad():

@@ -52,6 +52,8 @@ class Generate(_Values):
     width: GeneratedSide | None = None
     density: Positive | None = None
     confound: NonNegative | None = None
+    confounded_splits: list[Literal["train", "val", "test"]] | None = None
+    context: NonNegative | None = None
     channels: Literal[1, 2, 3, 4, 5, 6, 7, 8] | None = None
     bit_depth: Literal[8, 16] | None = None
 

@@ -10,8 +10,8 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig
 
 from cellexp.config import build
-from cellexp.data.datamodule import CropData, eval_loader, load_crop_data, train_loader
-from cellexp.data.transforms import augmentation
+from cellexp.data.datamodule import PLATE_FORMAT, CropData, eval_loader, load_crop_data, train_loader
+from cellexp.data.transforms import BACKGROUNDS, augmentation
 from cellexp.engine.accelerator import make_accelerator, sync_batchnorm
 from cellexp.engine.checkpoint import BEST, CheckpointManager
 from cellexp.engine.classification import ClassifierTrainer
@@ -38,6 +38,7 @@ from cellexp.tracking.loading import (
 )
 from cellexp.tracking.session import start_tracking
 from cellexp.xai.camo import GradCamo
+from cellexp.xai.penalties import build_penalty, check_camo
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> float:
             tracker.set_tags({"init_from": str(source.folder)})
         if backbone_source is not None:
             tracker.set_tags(backbone_source_tags(cfg.backbone.init_from, backbone_source))
-        if _camo_on(cfg):
+        if _camo_on(cfg) or _background(cfg) != "keep":
             data = data.masked()
         trainer = build_trainer(cfg, accelerator, model, data, run_dir, tracker)
         if cfg.task.fit:
@@ -118,11 +119,18 @@ def _check_options(cfg: DictConfig) -> None:
     weight = camo.get("weight", 0.0)
     if not isinstance(weight, (int, float)) or weight < 0:
         raise ConfigError(f"task.camo.weight must be a number >= 0, got {weight!r}")
+    check_camo(camo)
+    if _background(cfg) not in BACKGROUNDS:
+        raise ConfigError(f"dataset.background={_background(cfg)!r}; choose one of {', '.join(BACKGROUNDS)}")
+    if _background(cfg) == "black" and not _has_context(cfg):
+        raise ConfigError(
+            "dataset.background=black on crops that are black outside the cell already (dataset.context_margin=0)"
+        )
     if weight > 0 and not cfg.task.fit:
         raise ConfigError("task.camo.weight > 0 regularises training: with task.fit=false use task.camo.monitor=true")
     if weight > 0 and cfg.backbone.get("freeze"):
         raise ConfigError("task.camo.weight > 0 with backbone.freeze=true: a frozen backbone's Grad-CAM cannot move")
-    if _camo_on(cfg) and not cfg.dataset.get("context_margin"):
+    if _camo_on(cfg) and not _has_context(cfg):
         log.warning(
             "task.camo on black-background crops (dataset.context_margin=0): nothing outside the cell is there to "
             "cheat on, so Grad-CAMO stays near what chance gives; set dataset.context_margin (e.g. 0.5)"
@@ -144,12 +152,25 @@ def _camo_on(cfg: DictConfig) -> bool:
     return bool(camo.get("weight") or camo.get("monitor"))
 
 
-def _camo(cfg: DictConfig, model: CellClassifier) -> GradCamo | None:
-    """The Grad-CAMO regulariser or monitor that task.camo asks for, hooked on its layer; None when off."""
+def _has_context(cfg: DictConfig) -> bool:
+    """Whether the crops show the cell's surroundings (context crops, or a 3-D plate's, which always do)."""
+    return bool(cfg.dataset.get("context_margin")) or cfg.dataset.format == PLATE_FORMAT
+
+
+def _background(cfg: DictConfig) -> str:
+    return cfg.dataset.get("background") or "keep"
+
+
+def _camo(cfg: DictConfig, model: CellClassifier) -> tuple[GradCamo | None, object | None]:
+    """The Grad-CAMO monitor (task.camo.layer's first layer, its positive map) and the penalty that task.camo
+    asks for, hooked on the model; None for what is off."""
     if not _camo_on(cfg):
-        return None
-    camo = cfg.task.camo
-    return GradCamo(model, model.input_config.image_size, layer=camo.get("layer"), target=camo.get("target"))
+        return None, None
+    camo, size = cfg.task.camo, model.input_config.image_size
+    layer = camo.get("layer")
+    layer = layer if layer is None or isinstance(layer, str) else layer[0]
+    monitor = GradCamo(model, size, layer=layer, target=camo.get("target"))
+    return monitor, build_penalty(model, size, camo) if camo.get("weight") else None
 
 
 def build_trainer(
@@ -163,6 +184,8 @@ def build_trainer(
     optimizer = build(cfg.optim.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     inputs = model.input_config  # a trained model sees crops as it was trained on them; augmentation is this run's
     kind, extra = ClassifierTrainer, {}
+    monitor, penalty = _camo(cfg, model)
+    background = {"background": _background(cfg)}
     if cfg.task.get("umap_over_training") and cfg.task.fit:
         kind, extra = RecordingTrainer, {"trajectory": trajectory_cells(data, cfg.seed, cfg.trainer.eval_batch_size)}
     return kind(
@@ -177,10 +200,11 @@ def build_trainer(
         checkpoint_meta=checkpoint_meta(cfg, inputs, data.class_names),
         prune_check=trial_pruner(cfg),
         criterion=torch.nn.CrossEntropyLoss(label_smoothing=cfg.task.label_smoothing),
-        train_transform=inputs.transform(augment=bool(cfg.dataset.augment), **augmentation(cfg.dataset)),
-        eval_transform=inputs.transform(),
+        train_transform=inputs.transform(augment=bool(cfg.dataset.augment), **augmentation(cfg.dataset), **background),
+        eval_transform=inputs.transform(**background),
         class_names=data.class_names,
-        camo=_camo(cfg, model),
+        camo=monitor,
+        camo_penalty=penalty,
         camo_weight=(cfg.task.get("camo") or {}).get("weight", 0.0),
         **extra,
     )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cellexp.data.datamodule import CropData, eval_loader
+from cellexp.data.transforms import model_inputs
 from cellexp.profiles.cells import cell_metadata, profile_table
 from cellexp.profiles.columns import has_treatments
 from cellexp.profiles.quality import profile_quality
@@ -31,8 +32,8 @@ def embeddings(backbone: nn.Module, transform: nn.Module, dataset, batch_size: i
     backbone.eval()
     try:
         chunks = [
-            backbone(transform(crops.to(device))).float().cpu()
-            for crops, *_ in eval_loader(dataset, batch_size, num_workers=0)
+            backbone(model_inputs(transform, [t.to(device) for t in batch])[0]).float().cpu()
+            for batch in eval_loader(dataset, batch_size, num_workers=0)
         ]
     finally:
         backbone.train(was_training)

@@ -9,7 +9,7 @@ a style (shape, size, texture, nucleus, halo, density) whose ranges overlap with
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -26,7 +26,7 @@ from cellexp.data.livecell.release import (
     image_dir_for_split,
     image_file_name,
 )
-from cellexp.data.synthetic.render import Cue, polygon_area, render_image, stain_image
+from cellexp.data.synthetic.render import Cue, Debris, polygon_area, render_image, stain_image
 from cellexp.data.synthetic.styles import LINE_STYLES
 from cellexp.errors import ConfigError, DataError
 from cellexp.progress import progress
@@ -36,6 +36,13 @@ __all__ = ["DEFAULT_IMAGES_PER_LINE", "generate_synthetic_livecell"]
 # the phase channel and up to seven stained ones (Cell Painting's five fit)
 MAX_CHANNELS = 8
 DEFAULT_IMAGES_PER_LINE: Mapping[str, int] = MappingProxyType({"train": 4, "val": 1, "test": 1})
+# the splits whose confounding cue follows the line (elsewhere it is drawn at random)
+CONFOUNDED_SPLITS = ("train", "val")
+# `context`'s debris per 1,000 px^2 of background, by line, in every split: each look-alike pair (BT474~MCF7,
+# BV2~SkBr3, A172~SKOV3) differs, so that a cell's surroundings tell what the cell alone leaves in doubt
+DEBRIS_DENSITY: Mapping[str, float] = MappingProxyType(
+    {"A172": 0.0, "BT474": 4.0, "BV2": 0.0, "Huh7": 2.0, "MCF7": 0.0, "SHSY5Y": 2.0, "SkBr3": 4.0, "SKOV3": 4.0}
+)
 
 # ---------------------------------------------------------------- public entry
 
@@ -51,6 +58,8 @@ def generate_synthetic_livecell(
     confound: float = 0.0,
     channels: int = 1,
     bit_depth: int = 8,
+    context: float = 0.0,
+    confounded_splits: Sequence[str] = CONFOUNDED_SPLITS,
 ) -> Path:
     """Write a LIVECell-format dataset into `root` once and return `root`.
 
@@ -61,17 +70,27 @@ def generate_synthetic_livecell(
     `confound` > 0 adds a shortcut for Grad-CAMO to catch: a background grating of that amplitude (grey levels)
     outside the cells whose orientation follows the cell line in train and val and is drawn at random in test
     (the image's `cue` in its COCO entry). A model that uses it does well on val and badly on test.
+    `confounded_splits` names the splits where the cue follows the line; `[]` draws it at random in every split
+    (the same images, unconfounded: a benchmark's oracle).
+
+    `context` > 0 adds context that does inform, in every split: debris specks of that amplitude (grey levels) in
+    the background, as dense as the line sheds them (DEBRIS_DENSITY), so that a model that throws the surroundings
+    away loses something and one that reads the cue loses more.
 
     Built once (`cellexp.data.build_once`): concurrent callers generate once, an interrupted run leaves no
     half-written `root`, and a later call with `root/.complete` present returns immediately.
     """
     root = Path(root)
     settings = _settings(seed, images_per_line, height, width, density, confound, channels, bit_depth)
+    settings.update(_context_settings(context, confounded_splits))
     if is_complete(root):
         return same_settings(root, settings, "the synthetic dataset", "dataset.root")
     _check_arguments(seed, images_per_line, height, width, density)
-    if not 0 <= confound <= 64:
-        raise ConfigError(f"confound is the cue's amplitude in grey levels, in [0, 64], got {confound!r}")
+    for name, value in (("confound", confound), ("context", context)):
+        if not 0 <= value <= 64:
+            raise ConfigError(f"{name} is an amplitude in grey levels, in [0, 64], got {value!r}")
+    if not set(confounded_splits) <= set(SPLITS):
+        raise ConfigError(f"confounded_splits must be some of {', '.join(SPLITS)}, got {list(confounded_splits)}")
     if channels not in range(1, MAX_CHANNELS + 1) or bit_depth not in (8, 16):
         raise ConfigError(
             f"channels must be 1-{MAX_CHANNELS} and bit_depth 8 or 16, got channels={channels!r}, "
@@ -124,6 +143,14 @@ def _settings(
     return json.loads(json.dumps(settings))
 
 
+def _context_settings(context: float, confounded_splits: Sequence[str]) -> dict:
+    """`context` and `confounded_splits` as the marker records them: only when not their defaults."""
+    settings = {"context": context} if context else {}
+    if tuple(confounded_splits) != CONFOUNDED_SPLITS:
+        settings["confounded_splits"] = list(confounded_splits)
+    return settings
+
+
 def _check_target_free(root: Path) -> None:
     """Never replace a folder with someone else's files in it."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -157,7 +184,11 @@ def _write_dataset(out: Path, settings: dict) -> str:
         rng = np.random.default_rng([seed, SPLITS.index(split), CELL_LINES.index(line), index])
         name = _image_name(rng, split, line, index)
         cue = _cue(settings, split, line, index)
-        pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density, cue)
+        debris = None
+        if settings.get("context"):
+            stream = (seed, SPLITS.index(split), CELL_LINES.index(line), index, 2)
+            debris = Debris(DEBRIS_DENSITY[line], settings["context"], stream)
+        pixels, polygons = render_image(rng, LINE_STYLES[line], height, width, density, cue, debris)
         path = out / image_dir_for_split(split) / name
         if settings.get("channels", 1) == 1 and settings.get("bit_depth", 8) == 8:
             Image.fromarray(pixels, mode="L").save(path, format="TIFF")
@@ -193,12 +224,14 @@ def _variant(rng: np.random.Generator, phase: np.ndarray, polygons: list[np.ndar
 
 
 def _cue(settings: dict, split: str, line: str, index: int) -> Cue | None:
-    """The confounding cue of one image: its own line's in train and val, a random line's in test."""
+    """The confounding cue of one image: its own line's in the confounded splits (train and val), a random line's
+    elsewhere (test)."""
     if not settings.get("confound"):
         return None
     kinds = len(CELL_LINES)
-    if split == "test":
-        rng = np.random.default_rng([settings["seed"], 99, CELL_LINES.index(line), index])
+    if split not in settings.get("confounded_splits", CONFOUNDED_SPLITS):
+        stream = [settings["seed"], 99, CELL_LINES.index(line), index]
+        rng = np.random.default_rng(stream if split == "test" else [*stream, SPLITS.index(split)])
         return Cue(int(rng.integers(kinds)), kinds, settings["confound"])
     return Cue(CELL_LINES.index(line), kinds, settings["confound"])
 

@@ -29,6 +29,16 @@ CUE_CLEARANCE = 2
 
 
 @dataclass(frozen=True)
+class Debris:
+    """Specks in the background only, `density` per 1,000 px^2, each a blob of `amplitude` grey levels at its peak:
+    context that tells something about the line (how its culture sheds) without touching a cell."""
+
+    density: float
+    amplitude: float
+    seed: tuple[int, ...]  # its own random stream, so the cells and the cue stay the same with or without it
+
+
+@dataclass(frozen=True)
 class Cue:
     """A grating in the background only, oriented by `index` of `kinds`: what a batch effect that follows the class
     looks like to a model, and a shortcut that never touches a cell."""
@@ -42,10 +52,17 @@ class Cue:
 
 
 def render_image(
-    rng: np.random.Generator, style: LineStyle, height: int, width: int, density: float, cue: Cue | None = None
+    rng: np.random.Generator,
+    style: LineStyle,
+    height: int,
+    width: int,
+    density: float,
+    cue: Cue | None = None,
+    debris: Debris | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One uint8 image of a single line and the (N, 2) polygons of its cells, in drawing order; with `cue`, the
-    cue's grating outside the cells (drawn without the image's random stream, so the cells are the same)."""
+    cue's grating outside the cells, with `debris` its specks (both drawn without the image's random stream, so the
+    cells are the same)."""
     background = _background(rng, height, width)
     canvas = background.copy()
     texture = _texture_fields(rng, height, width)
@@ -59,8 +76,12 @@ def render_image(
             continue
         _paint_cell(rng, style, canvas, background, texture, polygon, centre, radius)
         polygons.append(polygon)
-    if cue is not None:
-        canvas = _add_cue(canvas, polygons, cue)
+    if cue is not None or debris is not None:
+        background = ~_near_cells(polygons, height, width)
+        if cue is not None:
+            canvas = canvas + _grating(cue, height, width) * background
+        if debris is not None:
+            canvas = canvas + _specks(debris, height, width) * background
     return _finish(rng, canvas), polygons
 
 
@@ -75,18 +96,29 @@ def stain_image(rng: np.random.Generator, polygons: list[np.ndarray], height: in
     return np.clip(blurred + 0.02 * rng.standard_normal((height, width), dtype=np.float32), 0.0, 1.0)
 
 
-def _add_cue(canvas: np.ndarray, polygons: list[np.ndarray], cue: Cue) -> np.ndarray:
-    """The cue's grating added where no cell (nor its halo) is."""
-    height, width = canvas.shape
-    angle = math.pi * cue.index / cue.kinds
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    grating = cue.amplitude * np.sin(2 * math.pi * (math.cos(angle) * xx + math.sin(angle) * yy) / CUE_PERIOD)
+def _near_cells(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Where a cell or its halo (CUE_CLEARANCE px around it) is: what the background's additions leave alone."""
     cells = Image.new("1", (width, height), 0)
     draw = ImageDraw.Draw(cells)
     for polygon in polygons:
         draw.polygon([tuple(p) for p in polygon.tolist()], fill=1)
-    near_cells = ndimage.binary_dilation(np.asarray(cells, dtype=bool), iterations=CUE_CLEARANCE)
-    return canvas + grating * ~near_cells
+    return ndimage.binary_dilation(np.asarray(cells, dtype=bool), iterations=CUE_CLEARANCE)
+
+
+def _grating(cue: Cue, height: int, width: int) -> np.ndarray:
+    """The cue's grating over the whole frame."""
+    angle = math.pi * cue.index / cue.kinds
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return cue.amplitude * np.sin(2 * math.pi * (math.cos(angle) * xx + math.sin(angle) * yy) / CUE_PERIOD)
+
+
+def _specks(debris: Debris, height: int, width: int) -> np.ndarray:
+    """Bright blobs (a Gaussian of 1 px) at random places over the whole frame, peaks of the debris' amplitude."""
+    rng = np.random.default_rng(list(debris.seed))
+    count = rng.poisson(debris.density * height * width / 1000)
+    impulses = np.zeros((height, width), np.float32)
+    np.add.at(impulses, (rng.integers(0, height, count), rng.integers(0, width, count)), 1.0)
+    return ndimage.gaussian_filter(impulses, 1.0) * (2 * math.pi * debris.amplitude)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
