@@ -202,3 +202,11 @@ def test_the_background_baselines_train_and_report_grad_camo(make_cfg, backgroun
     cellexp.run(cfg)
     metrics = tracked_run(cfg).data.metrics
     assert 0 <= metrics["test/gradcamo_frac_above_0.5"] <= 1 and 0 <= metrics["test/balanced_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("task", ["ssl", "xai", "mil", "embed"])
+def test_the_background_baselines_are_refused_where_no_task_applies_them(make_cfg, task):
+    from cellexp.tasks.checks import preflight
+
+    with pytest.raises(ConfigError, match=f"dataset.background=black is applied by task=classify .* task={task}"):
+        preflight(make_cfg([f"task={task}", "dataset.background=black", "dataset.context_margin=0.5", "ckpt=run"]))

@@ -354,37 +354,24 @@ def test_predicting_needs_a_trained_mil_run(make_cfg, tmp_path, overrides, messa
         cellexp.run(cfg)
 
 
-# Acceptance (issue 6): on the batch-separated split of the default synthetic time-lapse (6 lines x 4 batches x 4 wells
-# x 8 frames of 704x445, 64 px patches: 3 test batches per line), experiment=clanet's MIL beats the per-image
-# baseline on the same embeddings (frozen random test_resnet), averaged over three generated time-lapses (generator
-# seeds 0-2; one alone varies by +-0.03) x split seeds 0-4: by MARGIN in sequence top-1, and ahead in batch top-1
-# (18 test batches per run, so one batch is 0.056 of a run's batch top-1).
-MARGIN = 0.02
-# the runs' settings, shared with benchmarks/bench_mil_margin.py (which measures this test's effect and its se)
+# Acceptance (issue 6, restated by issue 34): on the batch-separated split of the default generated time-lapse (6
+# lines x 4 batches x 4 wells x 8 frames of 704x445, 64 px patches; one batch per line trains, 3 test batches per
+# line), experiment=clanet's MIL names the line of sequences from batches it never saw well above chance (0.17).
+# Over seeds 0-8 (benchmarks/bench_mil_margin.py --seeds 0 1 2 3 4 5 6 7 8, each seed its own time-lapse and
+# split) its sequence top-1 was 0.62 on average, standard deviation 0.098, least 0.51: the bar is 3.3 standard
+# deviations below the mean. Its gain over the per-image baseline, -0.015 (se 0.021), is not asserted: no gain.
+SEQUENCE_BAR = 0.3
+# the run's settings, shared with benchmarks/bench_mil_margin.py (which measures this test's margin over seeds)
 ACCEPTANCE = ["experiment=clanet", "backbone=test_resnet", "trainer.cpu=true"]
-GENERATOR_SEEDS = range(3)
-SPLIT_SEEDS = range(5)
 
 
 @pytest.mark.slow
-def test_mil_beats_the_per_image_baseline_across_batches(make_cfg):
-    gains = {"sequence": [], "batch": []}
-    for generator_seed in GENERATOR_SEEDS:
-        for seed in SPLIT_SEEDS:
-            cfg = make_cfg(
-                [
-                    *ACCEPTANCE,
-                    f"dataset.generate.seed={generator_seed}",
-                    f"seed={seed}",
-                ],
-                run_name=f"timelapse{generator_seed}-seed{seed}",
-                tiny=False,
-            )
-            cellexp.run(cfg)
-            metrics = tracked_run(cfg).data.metrics
-            for level, values in gains.items():
-                values.append(metrics[f"test/{level}/top1"] - metrics[f"test/baseline/{level}/top1"])
-    assert np.mean(gains["sequence"]) >= MARGIN and np.mean(gains["batch"]) > 0, gains
+def test_mil_recognises_lines_in_batches_it_never_trained_on(make_cfg):
+    cfg = make_cfg([*ACCEPTANCE, "dataset.generate.seed=0", "seed=0"], run_name="clanet_acceptance", tiny=False)
+    cellexp.run(cfg)
+    metrics = tracked_run(cfg).data.metrics
+    assert metrics["test/sequence/top1"] >= SEQUENCE_BAR, metrics
+    assert "test/baseline/sequence/top1" in metrics  # the per-image baseline is fitted and reported beside it
 
 
 def _patch_store(make_cfg, data_dir, overrides=()):

@@ -37,6 +37,12 @@ def preflight(cfg: DictConfig) -> None:
     if name == "predict":  # reads task.images with the trained run's settings, never `dataset`
         return
     dataset = cfg.get("dataset") or {}
+    background = dataset.get("background") or "keep"
+    if background != "keep" and name != "classify":
+        raise ConfigError(
+            f"dataset.background={background} is applied by task=classify (training and evaluation) only: "
+            f"task={name} would show the model its crops as imaged; give dataset.background=keep"
+        )
     if not dataset.get("root") and dataset.get("generate") is None:
         raise ConfigError(
             f"dataset.root is not set: dataset={dataset.get('name')} reads your copy of the data, "
