@@ -36,7 +36,7 @@ if os.geteuid() != 0:
 needs_services = pytest.mark.skipif(
     bool(MISSING), reason=f"needs {', '.join(MISSING)} (Debian: postgresql slurm-wlm munge)"
 )
-# the training runs on the server and the SLURM cluster (1-2.5 minutes each on 2 shared cores) are kept out of the
+# the training runs on the server and the SLURM cluster (40 s to 2.5 minutes each on 2 shared cores) are kept out of the
 # README's `pytest`, whose time has a bar of its own: .ci/run runs them in a step of their own after it, as
 # CELLEXP_CLUSTER_TESTS=1 pytest -n 0 -m integration tests/test_team_scale.py
 cluster_runs = pytest.mark.skipif(
