@@ -25,6 +25,10 @@ from cellexp.commands.team import (
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
 SLURM_CPUS = 2
+# SIGTERM to SIGKILL: a cancelled run stops at its next training step, saves a checkpoint and closes its MLflow run;
+# SLURM's default, 30 s, is less than one step took on this 2-core machine under other work (up to 37 s), and a run
+# SIGKILLed first is closed FAILED by the sweeper instead of KILLED by itself
+SLURM_KILL_WAIT_S = 120
 
 
 def missing_binaries() -> list[str]:
@@ -86,8 +90,8 @@ SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-KillWait=30
-SchedulerParameters=sched_interval=1
+KillWait={kill_wait}
+SchedulerParameters=sched_interval=1,bf_interval=1
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -101,7 +105,8 @@ def slurm_cluster(folder: Path):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().split(".")[0]
     conf = folder / "slurm.conf"
-    values = {"host": host, "folder": folder, "cpus": SLURM_CPUS, "ctld_port": free_port(), "d_port": free_port()}
+    values = {"host": host, "folder": folder, "cpus": SLURM_CPUS, "kill_wait": SLURM_KILL_WAIT_S}
+    values |= {"ctld_port": free_port(), "d_port": free_port()}
     conf.write_text(SLURM_CONF.format(**values))
     key = folder / "munge.key"
     key.write_bytes(os.urandom(1024))
@@ -129,10 +134,12 @@ def slurm_cluster(folder: Path):
 
 
 def _cancel_all(daemons: list) -> None:
-    """Every job gone before the daemons stop, so that no job step outlives its slurmd."""
+    """Every job gone before the daemons stop, so that no job step outlives its slurmd: SIGKILL at once, the batch
+    script included (a job past its run ignores SIGTERM, as submitit does, and would last KillWait)."""
     if len(daemons) < 3:
         return
-    subprocess.run(["scancel", "--partition=debug"], capture_output=True, timeout=30)
+    subprocess.run(["scancel", "--full", "--signal=KILL", "--partition=debug"], capture_output=True, timeout=30)
+    subprocess.run(["scancel", "--partition=debug"], capture_output=True, timeout=30)  # and the pending ones
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         out = subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=10)
