@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import cellexp
-from cellexp.tracking.session import configure_mlflow, flatten_params, tracking_uri
+from cellexp.tracking.session import configure_mlflow, flatten_params, retrying, tracking_uri
 from tests.conftest import TINY_MODEL
 from tests.test_data import _write_dataset
 
@@ -38,6 +38,40 @@ def test_configured_store_keeps_artifacts_where_the_config_says(tmp_path, monkey
     second = OmegaConf.create({**first, "tracking_uri": f"sqlite:///{tmp_path / 'b.db'}"})
     configure_mlflow(second)
     assert mlflow.get_tracking_uri() == second.tracking_uri
+
+
+def test_a_call_that_lost_a_race_to_insert_the_same_row_is_made_again_and_others_are_not(monkeypatch):
+    from mlflow.exceptions import RestException
+
+    monkeypatch.setattr("cellexp.tracking.session.time.sleep", lambda seconds: None)
+    # the server's answer when two trials log one dataset at the same instant (seen in CI against PostgreSQL)
+    race = RestException(
+        {
+            "error_code": "BAD_REQUEST",
+            "message": '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
+        }
+    )
+    calls = []
+
+    def log_input():
+        calls.append(1)
+        if len(calls) == 1:
+            raise race
+        return "logged"
+
+    assert retrying(log_input) == "logged" and len(calls) == 2
+    refused = RestException(
+        {"error_code": "INVALID_PARAMETER_VALUE", "message": "Changing param values is not allowed"}
+    )
+    calls.clear()
+
+    def log_param():
+        calls.append(1)
+        raise refused
+
+    with pytest.raises(RestException, match="Changing param values"):
+        retrying(log_param)
+    assert len(calls) == 1
 
 
 def test_config_flattens_to_dotted_params_within_mlflow_limits():

@@ -3,8 +3,9 @@
 The tracking URI comes from MLFLOW_TRACKING_URI when set (MLflow's convention), else from
 `cfg.logger.tracking_uri` (a sqlite file in the project root by default). Only the main process talks to
 MLflow; other ranks get a tracker that does nothing. A new sqlite store is created under a file lock (MLflow's
-table creation races between processes), and calls that meet a locked sqlite database are retried with backoff.
-Against a server, where no lock reaches, an experiment that another run created first is read back by name.
+table creation races between processes), and calls that meet a locked sqlite database, or lose a race to insert
+the same row (two runs logging one dataset at the same instant), are retried with backoff. Against a server, where
+no lock reaches, an experiment that another run created first is read back by name.
 """
 
 from __future__ import annotations
@@ -53,13 +54,24 @@ SERVER_SCHEMES = ("http", "https")
 PRUNED_TAG = "optuna.trial.state"
 
 
+# what a store says when a call may succeed if made again: sqlite busy, or another writer inserted the row that this
+# call's get-or-create was about to insert (MLflow's log_inputs reads, then inserts, a dataset by its digest:
+# PostgreSQL, sqlite and MySQL's words for the loser); the retry reads the row that is there now
+RETRYABLE = (
+    "database is locked",
+    "duplicate key value violates unique constraint",
+    "UNIQUE constraint failed",
+    "Duplicate entry",
+)
+
+
 def retrying(call: Callable, *args, **kwargs):
-    """`call`, retried with exponential backoff while sqlite says the database is locked."""
+    """`call`, retried with exponential backoff while the store says it may succeed if made again (RETRYABLE)."""
     for attempt in range(RETRIES):
         try:
             return call(*args, **kwargs)
-        except Exception as err:  # MLflow wraps sqlite's OperationalError in its own exceptions
-            if "database is locked" not in str(err) or attempt == RETRIES - 1:
+        except Exception as err:  # MLflow wraps the database's errors in its own exceptions
+            if not any(words in str(err) for words in RETRYABLE) or attempt == RETRIES - 1:
                 raise
             time.sleep(0.1 * 2**attempt)
 
