@@ -72,6 +72,23 @@ def test_a_call_that_lost_a_race_to_insert_the_same_row_is_made_again_and_others
     with pytest.raises(RestException, match="Changing param values"):
         retrying(log_param)
     assert len(calls) == 1
+    # an experiment that another process created first is taken for good: read back at once, not retried for seconds
+    taken = RestException(
+        {
+            "error_code": "RESOURCE_ALREADY_EXISTS",
+            "message": "Experiment 'x' already exists. (psycopg.errors.UniqueViolation) duplicate key value violates "
+            'unique constraint "experiments_name_key"',
+        }
+    )
+    calls.clear()
+
+    def create_experiment():
+        calls.append(1)
+        raise taken
+
+    with pytest.raises(RestException, match="already exists"):
+        retrying(create_experiment)
+    assert len(calls) == 1
 
 
 def test_config_flattens_to_dotted_params_within_mlflow_limits():

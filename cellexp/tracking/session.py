@@ -56,7 +56,9 @@ PRUNED_TAG = "optuna.trial.state"
 
 # what a store says when a call may succeed if made again: sqlite busy, or another writer inserted the row that this
 # call's get-or-create was about to insert (MLflow's log_inputs reads, then inserts, a dataset by its digest:
-# PostgreSQL, sqlite and MySQL's words for the loser); the retry reads the row that is there now
+# PostgreSQL, sqlite and MySQL's words for the loser); the retry reads the row that is there now. A name that is
+# taken for good (an experiment another process created first) is final, whatever words the store wraps it in
+FINAL_ERROR_CODES = ("RESOURCE_ALREADY_EXISTS",)
 RETRYABLE = (
     "database is locked",
     "duplicate key value violates unique constraint",
@@ -71,7 +73,8 @@ def retrying(call: Callable, *args, **kwargs):
         try:
             return call(*args, **kwargs)
         except Exception as err:  # MLflow wraps the database's errors in its own exceptions
-            if not any(words in str(err) for words in RETRYABLE) or attempt == RETRIES - 1:
+            final = getattr(err, "error_code", None) in FINAL_ERROR_CODES
+            if final or not any(words in str(err) for words in RETRYABLE) or attempt == RETRIES - 1:
                 raise
             time.sleep(0.1 * 2**attempt)
 
