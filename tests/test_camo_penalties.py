@@ -136,6 +136,16 @@ def test_backgrounds_are_replaced_outside_the_cell_only():
     assert torch.equal(replace_background(x, masks, "swap")[1][:, 0, 0], x[0][:, 0, 0])  # the previous crop's
 
 
+def test_a_swapped_background_does_not_show_the_other_crops_cell_around_this_one():
+    small, large = (_box(2, 3, 5) > 0), (_box(2, 1, 7) > 0)
+    masks = torch.cat([large, small])  # crop 1's background comes from crop 0, whose cell is larger
+    background = torch.tensor([0.2, 0.1]).view(2, 1, 1, 1)
+    x = torch.where(masks, torch.ones(1), background).expand(2, 1, SIDE, SIDE)
+    swapped = replace_background(x, masks, "swap")[1, 0]
+    assert torch.equal(swapped > 0.5, small[0, 0])  # the cell's outline is its own, not the union of both
+    assert torch.allclose(swapped[~small[0, 0]], torch.tensor(0.2))  # crop 0's background, its cell filled with it
+
+
 def test_black_backgrounds_are_applied_in_evaluation_and_random_ones_in_training_only():
     crops = torch.full((2, 1, SIDE, SIDE), 200, dtype=torch.uint8)
     masks = _box(2, 2, 6).to(torch.uint8).expand(2, 1, SIDE, SIDE)

@@ -215,19 +215,29 @@ class BatchTransform(nn.Module):
 
 def replace_background(x: torch.Tensor, masks: torch.Tensor, how: str) -> torch.Tensor:
     """Crops (B, C, *space) with what lies outside each cell's mask (B, 1, *space) bool replaced: by 0 (`black`), by
-    the next crop's pixels in the batch (`swap`: another cell's surroundings, the background randomisation of Xiao
-    et al., ICLR 2021), or by Gaussian noise of the crop's own background mean and deviation (`noise`)."""
+    the next crop's background in the batch (`swap`: another cell's surroundings, the background randomisation of
+    Xiao et al., ICLR 2021; that crop's own cell, centred too, is filled with its background mean, so that a larger
+    cell does not show around this one and change its outline), or by Gaussian noise of the crop's own background
+    mean and deviation (`noise`)."""
     if how == "black":
         return x * masks
     if how == "swap":
-        return torch.where(masks, x, x.roll(1, dims=0))
+        other, other_masks = x.roll(1, dims=0), masks.roll(1, dims=0)
+        mean, _ = _background_moments(other, other_masks)
+        return torch.where(masks, x, torch.where(other_masks, mean, other))
     if how != "noise":
         raise ValueError(f"background {how!r}; choose one of {', '.join(BACKGROUNDS[1:])}")
+    mean, std = _background_moments(x, masks)
+    return torch.where(masks, x, mean + std * torch.randn_like(x))
+
+
+def _background_moments(x: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each crop's per-channel mean and deviation outside its mask, shaped (B, C, 1, ...) to broadcast over space."""
     outside, space = ~masks, tuple(range(2, x.ndim))
     count = outside.sum(space, keepdim=True).clamp_min(1)
     mean = (x * outside).sum(space, keepdim=True) / count
     std = (((x - mean) * outside).square().sum(space, keepdim=True) / count).sqrt()
-    return torch.where(masks, x, mean + std * torch.randn_like(x))
+    return mean, std
 
 
 def model_inputs(transform: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
