@@ -17,6 +17,8 @@ lives in the test), and tests/test_mil.py's acceptance test, which benchmarks/be
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import statistics
 import sys
 import time
@@ -32,6 +34,7 @@ import cellexp  # noqa: E402
 from cellexp.tracking.session import RUN_ID_FILE  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 from tests.test_camo import CAMO_RUN  # noqa: E402
+from tests.test_classify import BACKBONE_RUN, HEAD_RUN  # noqa: E402
 from tests.test_classify import SMALL as SMALL_HEADS  # noqa: E402
 
 HEADS = ("elegans", "ba", "er", "ws", "mlp", "linear", "elegans_published", "mlp_published")
@@ -48,6 +51,9 @@ class Check:
     bar: float
     baseline: tuple[str, ...] | None = None
     per_seed: tuple[str, ...] = field(default=())  # overrides with {seed} filled in
+    # overrides of a run made first (once per seed, shared by the checks that name it) whose backbone the runs start
+    # from (backbone.init_from)
+    starts_from: tuple[str, ...] | None = None
 
 
 CHECKS = {
@@ -59,10 +65,11 @@ CHECKS = {
     ),
     **{
         f"heads/{head}": Check(
-            f"test_classify.py::test_every_head_trains_above_the_bar[{head}]",
-            (f"head={head}", "trainer.max_epochs=4", *SMALL_HEADS.get(head, [])),
+            f"test_classify.py::test_every_head_learns_above_the_bar_from_a_trained_backbone[{head}]",
+            (f"head={head}", *HEAD_RUN, *SMALL_HEADS.get(head, [])),
             "test/balanced_accuracy",
             0.4,
+            starts_from=BACKBONE_RUN,
         )
         for head in HEADS
     },
@@ -87,14 +94,26 @@ def run_metric(workdir: Path, name: str, overrides: list[str], metric: str) -> f
         "logger.log_checkpoints=false",
         "logger.system_metrics=false",
     ]
-    cfg = compose_cfg([*logger, *overrides], workdir / "runs" / name, workdir / "data")
+    folder = workdir / "runs" / name
+    shutil.rmtree(folder, ignore_errors=True)  # measured afresh (an earlier invocation's run is not continued)
+    cfg = compose_cfg([*logger, *overrides], folder, workdir / "data")
     cellexp.run(cfg)
     run_id = (Path(cfg.paths.output_dir) / RUN_ID_FILE).read_text().strip()
     return MlflowClient(uri).get_run(run_id).data.metrics[metric]
 
 
+def first_run(workdir: Path, overrides: list[str]) -> Path:
+    """The folder of the run `overrides` make, trained once per workdir (a later check reuses it)."""
+    folder = workdir / "runs" / f"first-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:12]}"
+    if not (folder / "checkpoints" / "best").is_dir():
+        cellexp.run(compose_cfg([*overrides, "logger=none"], folder, workdir / "data"))
+    return folder
+
+
 def measure(workdir: Path, key: str, check: Check, seed: int, extra: list[str]) -> float:
     seeded = [f"seed={seed}", f"dataset.generate.seed={seed}", *(o.format(seed=seed) for o in check.per_seed), *extra]
+    if check.starts_from is not None:
+        seeded.append(f"backbone.init_from={first_run(workdir, [*check.starts_from, *seeded])}")
     slug = key.replace("/", "-")
     value = run_metric(workdir, f"{slug}-seed{seed}", [*check.overrides, *seeded], check.metric)
     if check.baseline is not None:
