@@ -40,6 +40,19 @@ def test_configured_store_keeps_artifacts_where_the_config_says(tmp_path, monkey
     assert mlflow.get_tracking_uri() == second.tracking_uri
 
 
+def _failing(first_errors: list[Exception]):
+    """A call that raises `first_errors` one per call, then returns "done"; and the list its calls are counted in."""
+    calls = []
+
+    def call():
+        calls.append(1)
+        if len(calls) <= len(first_errors):
+            raise first_errors[len(calls) - 1]
+        return "done"
+
+    return call, calls
+
+
 def test_a_call_that_lost_a_race_to_insert_the_same_row_is_made_again_and_others_are_not(monkeypatch):
     from mlflow.exceptions import RestException
 
@@ -51,24 +64,12 @@ def test_a_call_that_lost_a_race_to_insert_the_same_row_is_made_again_and_others
             "message": '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
         }
     )
-    calls = []
-
-    def log_input():
-        calls.append(1)
-        if len(calls) == 1:
-            raise race
-        return "logged"
-
-    assert retrying(log_input) == "logged" and len(calls) == 2
+    log_input, calls = _failing([race])
+    assert retrying(log_input) == "done" and len(calls) == 2
     refused = RestException(
         {"error_code": "INVALID_PARAMETER_VALUE", "message": "Changing param values is not allowed"}
     )
-    calls.clear()
-
-    def log_param():
-        calls.append(1)
-        raise refused
-
+    log_param, calls = _failing([refused, refused])
     with pytest.raises(RestException, match="Changing param values"):
         retrying(log_param)
     assert len(calls) == 1
@@ -80,12 +81,7 @@ def test_a_call_that_lost_a_race_to_insert_the_same_row_is_made_again_and_others
             'unique constraint "experiments_name_key"',
         }
     )
-    calls.clear()
-
-    def create_experiment():
-        calls.append(1)
-        raise taken
-
+    create_experiment, calls = _failing([taken, taken])
     with pytest.raises(RestException, match="already exists"):
         retrying(create_experiment)
     assert len(calls) == 1

@@ -58,7 +58,7 @@ PRUNED_TAG = "optuna.trial.state"
 # call's get-or-create was about to insert (MLflow's log_inputs reads, then inserts, a dataset by its digest:
 # PostgreSQL, sqlite and MySQL's words for the loser); the retry reads the row that is there now. A name that is
 # taken for good (an experiment another process created first) is final, whatever words the store wraps it in
-FINAL_ERROR_CODES = ("RESOURCE_ALREADY_EXISTS",)
+NAME_TAKEN = "RESOURCE_ALREADY_EXISTS"
 RETRYABLE = (
     "database is locked",
     "duplicate key value violates unique constraint",
@@ -73,7 +73,7 @@ def retrying(call: Callable, *args, **kwargs):
         try:
             return call(*args, **kwargs)
         except Exception as err:  # MLflow wraps the database's errors in its own exceptions
-            final = getattr(err, "error_code", None) in FINAL_ERROR_CODES
+            final = getattr(err, "error_code", None) == NAME_TAKEN
             if final or not any(words in str(err) for words in RETRYABLE) or attempt == RETRIES - 1:
                 raise
             time.sleep(0.1 * 2**attempt)
@@ -178,7 +178,7 @@ def _create_experiment(logger_cfg: DictConfig, location: str | None) -> str:
     try:
         return retrying(mlflow.create_experiment, name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+        if err.error_code != NAME_TAKEN:
             raise
     return retrying(mlflow.get_experiment_by_name, name).experiment_id
 
