@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -274,6 +276,22 @@ def test_bad_layer_names_list_close_matches(loaded):
 
 
 # embeddings and sampling
+
+
+def test_a_umap_leaves_torchs_thread_count_as_it_found_it():
+    """In a fresh process that set torch's thread count and computed with it (as a run does before its UMAPs),
+    numba's OpenMP threads, started by UMAP's first fit, set the count that torch shares back to every core."""
+    script = (
+        "import numpy as np, torch\n"
+        "from cellexp.xai.embedding import umap_2d\n"
+        "torch.set_num_threads(1)\n"
+        "torch.ones(1000, 1000) @ torch.ones(1000, 1000)\n"
+        "umap_2d(np.random.default_rng(0).random((300, 16), dtype=np.float32), 15, 0)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "1"
 
 
 def test_sphering_knn_and_silhouette():

@@ -52,13 +52,22 @@ def silhouette(x: np.ndarray, labels: np.ndarray, max_cells: int, seed: int) -> 
 
 
 def umap_2d(x: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
-    """2-D UMAP coordinates (N, 2); a seeded fit (single-threaded in umap-learn, so reproducible)."""
+    """2-D UMAP coordinates (N, 2); a seeded fit (single-threaded in umap-learn, so reproducible).
+
+    The fit starts numba's OpenMP threads, which can set the OpenMP thread count that torch shares to every core:
+    torch's own count is put back after it, or training later in the same process (a sweep's next job, the test
+    suite's next test) would run on more threads than it was given."""
+    import torch
     import umap  # numba compiles on import: pay for it only when an embedding is drawn
 
     if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
         x = PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(x)
     reducer = umap.UMAP(n_neighbors=max(2, min(neighbours, len(x) - 1)), random_state=seed, n_jobs=1)
-    return reducer.fit_transform(x).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        return reducer.fit_transform(x).astype(np.float32)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def embedding_report(
