@@ -19,6 +19,7 @@ import cellexp
 from cellexp.data.datamodule import load_patch_data
 from cellexp.data.multicrop import MultiCrop, ViewKind, _random_blur
 from cellexp.data.timelapse.bags import bag_splits, dataset_root, load_bags
+from cellexp.data.transforms import BatchTransform
 from cellexp.engine.checkpoint import MODEL_FILE, load_training_state
 from cellexp.engine.dino import DinoSchedules, cosine_schedule
 from cellexp.engine.metrics import embedding_spread, weighted_knn_accuracy
@@ -75,6 +76,36 @@ def test_multicrop_makes_normalised_views_of_the_configured_sizes_reproducibly()
     again = multicrop(crops)
     assert all(torch.equal(a, b) for a, b in zip(views, again, strict=True))
     assert not torch.equal(views[0], views[1])
+
+
+def test_3d_crops_give_3d_views_of_the_configured_planes_flipped_in_z_only_when_asked():
+    crops = (torch.rand(4, 5, 8, 40, 40) * 255).to(torch.uint8)
+    kinds = [ViewKind(2, 32, (0.4, 1.0), 1.0, depth=8), ViewKind(2, 16, (0.05, 0.4), 0.5, depth=4)]
+    multicrop = MultiCrop(kinds, in_chans=5).train()
+    assert multicrop.shapes == [(8, 32, 32)] * 2 + [(4, 16, 16)] * 2
+    torch.manual_seed(0)
+    views = multicrop(crops)
+    assert [tuple(v.shape) for v in views] == [(4, 5, 8, 32, 32)] * 2 + [(4, 5, 4, 16, 16)] * 2
+    assert all(torch.isfinite(v).all() for v in views)
+    # a volume that only changes along z: without flip_z every view's planes keep their order (brightest last)
+    ramp = torch.linspace(0, 255, 8).view(1, 1, 8, 1, 1).expand(6, 1, 8, 40, 40).to(torch.uint8)
+    kind = [ViewKind(1, 32, (1.0, 1.0), 0.0, depth=8)]
+    still, flipped = (MultiCrop(kind, brightness=0, contrast=0, flip_z=flip).train() for flip in (False, True))
+    torch.manual_seed(0)
+    rising = still(ramp)[0].mean(dim=(1, 3, 4)).diff(dim=1) > 0
+    assert rising.all()
+    torch.manual_seed(0)
+    planes = flipped(ramp)[0].mean(dim=(1, 3, 4))
+    assert 0 < (planes[:, 0] > planes[:, -1]).sum() < 6  # some views upside down, not all
+
+
+def test_per_channel_jitter_moves_each_channel_by_its_own_draw():
+    crops = torch.full((64, 3, 16, 16), 128, dtype=torch.uint8)
+    for per_channel in (False, True):
+        transform = BatchTransform(16, in_chans=3, augment=True, brightness=0.4, jitter_per_channel=per_channel)
+        torch.manual_seed(0)
+        out = transform.train()(crops).mean(dim=(2, 3))
+        assert (out.std(dim=1) > 1e-3).any() == per_channel
 
 
 def test_blur_matches_a_gaussian_convolution():

@@ -113,6 +113,11 @@ def test_ssl_pretrains_on_multichannel_and_16bit_crops(tmp_path, data_dir, kind)
     assert 0 <= best <= 1 and (tmp_path / "ssl" / "checkpoints" / "best").is_dir()
 
 
-def test_ssl_refuses_3d_crops_by_name(tmp_path, data_dir):
-    with pytest.raises(ConfigError, match=r"task=ssl does not take the 3-D crops of dataset=cellpainting3d"):
-        _run([*DINO, *DATA["3d"], "backbone=test_efficientnet3d", "trainer.max_epochs=1"], tmp_path, data_dir)
+def test_ssl_pretrains_on_3d_crops_with_3d_views_and_probes_treatments(tmp_path, data_dir):
+    overrides = [*DINO, *DATA["3d"], "backbone=test_efficientnet3d", "trainer.max_epochs=1", "trainer.batch_size=16"]
+    best = _run([*overrides, "task.augment.per_channel=true", "task.augment.flip_z=true"], tmp_path / "ssl", data_dir)
+    meta = json.loads((tmp_path / "ssl" / "checkpoints" / "best" / "meta.json").read_text())
+    assert 0 <= best <= 1 and meta["input"]["depth"] == 12  # the kNN probe's accuracy, on the plate's treatments:
+    assert meta["classes"][0] == "DMSO" and all(name.startswith("cmpd_") for name in meta["classes"][1:])
+    with pytest.raises(ConfigError, match=r"task.augment.flip_z=true flips 3-D views; dataset=synthetic has 2-D"):
+        _run([*DINO, *DATA["8bit_5ch"], "task.augment.flip_z=true"], tmp_path / "flat", data_dir)

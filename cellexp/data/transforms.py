@@ -110,6 +110,7 @@ class BatchTransform(nn.Module):
         intensity: tuple[tuple[float, float], ...] | None = None,
         depth: int | None = None,
         background: str = "keep",
+        jitter_per_channel: bool = False,
     ):
         super().__init__()
         if background not in BACKGROUNDS:
@@ -120,6 +121,7 @@ class BatchTransform(nn.Module):
         self.intensity = None if intensity is None else torch.tensor(intensity, dtype=torch.float32)
         self.degrees, self.scale, self.translate = degrees, tuple(scale), translate
         self.brightness, self.contrast, self.jitter_prob = brightness, contrast, jitter_prob
+        self.jitter_per_channel = jitter_per_channel
         self.flip_prob = flip_prob
         if flip_prob is not None and (degrees or translate or self.scale != (1.0, 1.0)):
             raise ValueError("flip_prob (independent flips, no turns) takes no random affine")
@@ -198,17 +200,21 @@ class BatchTransform(nn.Module):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
-        """Contrast around the cell's mean, then a brightness gain; pixels outside the cell stay 0.
+        """Contrast around the cell's mean, then a brightness gain; pixels outside the cell stay 0. One draw per
+        sample, or per sample and channel (`jitter_per_channel`: stains that vary independently).
 
         ((x - m) * c + m) * g is x * (c g) + m (1 - c) g: one multiply-add per pixel.
         """
-        n, device, dims, each = x.shape[0], x.device, tuple(range(1, x.ndim)), (-1, *[1] * (x.ndim - 1))
+        n, device, space = x.shape[0], x.device, [1] * (x.ndim - 2)
+        channels = x.shape[1] if self.jitter_per_channel else 1
+        dims = tuple(range(2 if self.jitter_per_channel else 1, x.ndim))  # the cell's mean, per channel or not
+        each = (n, channels, *space)
         cell = x > 0
         mean = x.sum(dims, keepdim=True) / cell.sum(dims, keepdim=True).clamp(min=1)
-        contrast = _uniform(n, 1 - self.contrast, 1 + self.contrast, device).view(each)
-        gain = _uniform(n, 1 - self.brightness, 1 + self.brightness, device).view(each)
+        contrast = _uniform(n * channels, 1 - self.contrast, 1 + self.contrast, device).view(each)
+        gain = _uniform(n * channels, 1 - self.brightness, 1 + self.brightness, device).view(each)
         if self.jitter_prob < 1.0:
-            spared = (torch.rand(n, device=device) >= self.jitter_prob).view(each)
+            spared = (torch.rand(n, device=device) >= self.jitter_prob).view(n, 1, *space)
             contrast, gain = contrast.masked_fill(spared, 1.0), gain.masked_fill(spared, 1.0)
         return torch.addcmul(mean * (1 - contrast) * gain, x, contrast * gain).clamp_(0, 1).mul_(cell)
 

@@ -69,7 +69,7 @@ class MultiCropNet(nn.Module):
         """Head outputs of all views, stacked in view order: (len(views) * B, out_dim)."""
         features = [
             self.backbone(torch.cat(list(same)))
-            for _, same in itertools.groupby(views, key=lambda view: tuple(view.shape[-2:]))
+            for _, same in itertools.groupby(views, key=lambda view: tuple(view.shape[2:]))
         ]
         return self.head(torch.cat(features))
 

@@ -54,12 +54,9 @@ def run(cfg: DictConfig) -> float:
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
             data = _load_data(cfg)
-        inputs = data.input_config(cfg.dataset, cfg.seed)  # the data's channels and 16-bit ranges
-        if inputs.depth is not None:
-            raise ConfigError(
-                f"task=ssl does not take the 3-D crops of dataset={cfg.dataset.name} yet (DINO's 3-D multi-crop is "
-                "not built); pretrain on 2-D crops, or train task=classify on the plate"
-            )
+        inputs = data.input_config(cfg.dataset, cfg.seed)  # the data's channels, 16-bit ranges and planes
+        if cfg.task.augment.flip_z and inputs.depth is None:
+            raise ConfigError(f"task.augment.flip_z=true flips 3-D views; dataset={cfg.dataset.name} has 2-D crops")
         set_seed(cfg.seed)
         backbone = _backbone(cfg, inputs)
         source = init_backbone(cfg, backbone)
@@ -81,7 +78,7 @@ def run(cfg: DictConfig) -> float:
             log_data_summary(tracker, data, run_dir, cfg.dataset.name)
             parts = {"backbone": model.student.backbone, "head": model.student.head}
             tracker.log_metrics({f"model/{k}_params": parameter_count(v) for k, v in parts.items()})
-            tracker.set_tags({"ssl.views": " ".join(str(size) for size in multicrop.sizes)})
+            tracker.set_tags({"ssl.views": " ".join("x".join(map(str, shape[:-1])) for shape in multicrop.shapes)})
         if source is not None:
             tracker.set_tags(backbone_source_tags(cfg.backbone.init_from, source))
         knn_cells = ssl.knn.max_cells
@@ -179,13 +176,15 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
     for key, size in (("global_size", crops.global_size), ("local_size", local_size)):
         if size % patch:
             raise ConfigError(f"task.crops.{key}={size} is not a multiple of the backbone's patch size {patch}")
-    blur = augment.blur_prob
+    blur, inputs = augment.blur_prob, backbone.input_config
+    # 3-D views: the model's planes for global ones, as many fewer for local ones as they have fewer pixels a side
+    global_depth = inputs.depth
+    local_depth = None if global_depth is None else max(1, round(global_depth * local_size / crops.global_size))
     kinds = [
-        ViewKind(1, crops.global_size, tuple(crops.global_scale), blur.first_global),
-        ViewKind(crops.global_count - 1, crops.global_size, tuple(crops.global_scale), blur.other_global),
-        ViewKind(crops.local_count, local_size, tuple(crops.local_scale), blur.local),
+        ViewKind(1, crops.global_size, tuple(crops.global_scale), blur.first_global, global_depth),
+        ViewKind(crops.global_count - 1, crops.global_size, tuple(crops.global_scale), blur.other_global, global_depth),
+        ViewKind(crops.local_count, local_size, tuple(crops.local_scale), blur.local, local_depth),
     ]
-    inputs = backbone.input_config
     multicrop = MultiCrop(
         [kind for kind in kinds if kind.count],
         brightness=augment.brightness,
@@ -197,8 +196,10 @@ def _multicrop(cfg: DictConfig, backbone: nn.Module) -> MultiCrop:
         std=inputs.std,
         in_chans=inputs.in_chans,
         intensity=inputs.intensity,
+        jitter_per_channel=augment.per_channel,
+        flip_z=augment.flip_z,
     )
-    _check_sizes(backbone, cfg, sorted(set(multicrop.sizes)))
+    _check_shapes(backbone, cfg, sorted(set(multicrop.shapes)))
     return multicrop
 
 
@@ -208,18 +209,19 @@ def _patch_size(backbone: nn.Module) -> int:
     return 1
 
 
-def _check_sizes(backbone: nn.Module, cfg: DictConfig, sizes: list[int]) -> None:
+def _check_shapes(backbone: nn.Module, cfg: DictConfig, shapes: list[tuple[int, ...]]) -> None:
     was_training = backbone.training
     backbone.eval()
     try:
-        for size in sizes:
+        for shape in shapes:
             with torch.no_grad():
                 try:
-                    backbone(torch.zeros(1, backbone.input_config.in_chans, size, size))
+                    backbone(torch.zeros(1, backbone.input_config.in_chans, *shape))
                 except (RuntimeError, ValueError, AssertionError) as err:
+                    view = " x ".join(map(str, shape))
                     raise ConfigError(
-                        f"backbone {cfg.backbone.get('model_name')} cannot take task.crops views of {size} px "
-                        f"(sizes {sizes}; global_size, local_size): {err}"
+                        f"backbone {cfg.backbone.get('model_name')} cannot take task.crops views of {view} px "
+                        f"(global_size, local_size): {err}"
                     ) from None
     finally:
         backbone.train(was_training)
