@@ -278,6 +278,7 @@ def test_bad_layer_names_list_close_matches(loaded):
 # embeddings and sampling
 
 
+@pytest.mark.slow  # a fresh process that imports torch and compiles UMAP's numba code: 20-27 s
 def test_a_umap_leaves_torchs_thread_count_as_it_found_it():
     """In a fresh process that set torch's thread count and computed with it (as a run does before its UMAPs),
     numba's OpenMP threads, started by UMAP's first fit, set the count that torch shares back to every core."""
