@@ -144,13 +144,13 @@ def _resized_crops(
     centre_y = (1 - height) * (2 * torch.rand(n, device=device) - 1)
     zero = torch.zeros_like(width)
     if depth is None:
-        rows = [[width, zero, centre_x], [zero, height, centre_y]]
+        affine = [[width, zero, centre_x], [zero, height, centre_y]]
         shape = (size, size)
     else:
         centre_z = (1 - thickness) * (2 * torch.rand(n, device=device) - 1)
-        rows = [[width, zero, zero, centre_x], [zero, height, zero, centre_y], [zero, zero, thickness, centre_z]]
+        affine = [[width, zero, zero, centre_x], [zero, height, zero, centre_y], [zero, zero, thickness, centre_z]]
         shape = (depth, size, size)
-    theta = torch.stack([torch.stack(row, 1) for row in rows], 1)
+    theta = torch.stack([torch.stack(row, 1) for row in affine], 1)
     grid = F.affine_grid(theta, [n, x.shape[1], *shape], align_corners=False)
     shrink = torch.maximum(width, height) * x.shape[-1] / size
     level = (shrink / _MAX_SHRINK).log2().ceil().clamp(0, len(pyramid) - 1).long()
