@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -278,21 +279,29 @@ def test_bad_layer_names_list_close_matches(loaded):
 # embeddings and sampling
 
 
-@pytest.mark.slow  # a fresh process that imports torch and compiles UMAP's numba code: 20-27 s
-def test_a_umap_leaves_torchs_thread_count_as_it_found_it():
+@pytest.mark.slow  # fresh processes that import torch, the first compiling UMAP's numba code: 20-27 s
+def test_a_umap_leaves_torchs_thread_count_as_it_found_it_and_its_compiled_code_for_the_next_process(tmp_path):
     """In a fresh process that set torch's thread count and computed with it (as a run does before its UMAPs),
-    numba's OpenMP threads, started by UMAP's first fit, set the count that torch shares back to every core."""
+    numba's OpenMP threads, started by UMAP's first fit, set the count that torch shares back to every core. The
+    numba code that fit compiled is cached (NUMBA_CACHE_DIR here), and the next process's UMAP is the same."""
     script = (
         "import numpy as np, torch\n"
         "from cellexp.xai.embedding import umap_2d\n"
         "torch.set_num_threads(1)\n"
         "torch.ones(1000, 1000) @ torch.ones(1000, 1000)\n"
-        "umap_2d(np.random.default_rng(0).random((300, 16), dtype=np.float32), 15, 0)\n"
-        "print(torch.get_num_threads())\n"
+        "xy = umap_2d(np.random.default_rng(0).random((300, 16), dtype=np.float32), 15, 0)\n"
+        "print(xy[:3].round(4).tolist(), torch.get_num_threads())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "1"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    printed = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed.append(done.stdout.strip().splitlines()[-1])
+        assert printed[-1].endswith(" 1")
+        cached = {path.name.split("-")[0] for path in tmp_path.glob("umap_*/*.nbi")}  # module.function-line...
+        assert {"umap_.smooth_knn_dist", "layouts._optimize_layout_euclidean_single_epoch"} <= cached
+    assert printed[0] == printed[1]
 
 
 def test_sphering_knn_and_silhouette():

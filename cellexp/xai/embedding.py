@@ -9,7 +9,9 @@ wide embeddings.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -51,6 +53,30 @@ def silhouette(x: np.ndarray, labels: np.ndarray, max_cells: int, seed: int) -> 
     return float(silhouette_score(x, labels, sample_size=sample if sample < len(x) else None, random_state=seed))
 
 
+@functools.cache
+def umap_learn():
+    """umap-learn, imported only when an embedding is drawn, with numba's on-disk cache turned on for its compiled
+    functions. umap-learn compiles them afresh in every process (about 9 s of a fresh process's first UMAP on 2
+    cores, 0.4 s once cached; the numba cache keys on the source files, so a new umap-learn recompiles). Where no
+    cache folder is writable, numba refuses the cache and they compile per process as before."""
+    import umap
+    from numba.core.dispatcher import Dispatcher
+
+    functions = [
+        function
+        for name, module in list(sys.modules.items())
+        if name.startswith("umap.")
+        for function in vars(module).values()
+        if isinstance(function, Dispatcher)
+    ]
+    try:
+        for function in functions:
+            function.enable_caching()
+    except RuntimeError as refused:  # numba: "cannot cache function ...: no locator available"
+        log.debug("UMAP's numba functions compile per process: %s", refused)
+    return umap
+
+
 def umap_2d(x: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
     """2-D UMAP coordinates (N, 2); a seeded fit (single-threaded in umap-learn, so reproducible).
 
@@ -58,8 +84,8 @@ def umap_2d(x: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
     torch's own count is put back after it, or training later in the same process (a sweep's next job, the test
     suite's next test) would run on more threads than it was given."""
     import torch
-    import umap  # numba compiles on import: pay for it only when an embedding is drawn
 
+    umap = umap_learn()
     if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
         x = PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(x)
     reducer = umap.UMAP(n_neighbors=max(2, min(neighbours, len(x) - 1)), random_state=seed, n_jobs=1)
