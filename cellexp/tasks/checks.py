@@ -77,7 +77,7 @@ def require_value(cfg: DictConfig, key: str, allowed: tuple, why: str) -> None:
 
 
 def require_grey(kind: str, task: str, source: str) -> None:
-    """`task` works on grey 8-bit crops only (its augmentations and figures are made for them): refuse others."""
+    """`task` works on grey 8-bit crops only (xai.images: image files are read as grey 8-bit): refuse others."""
     if kind != GREY:
         raise ConfigError(f"{task} takes grey 8-bit crops ({GREY}); {source} has crops of {kind}")
 

@@ -53,8 +53,6 @@ def run(cfg: DictConfig) -> float:
     with start_tracking(cfg, run_dir, accelerator.is_main_process) as tracker:
         with accelerator.main_process_first():
             data = load_crop_data(cfg.dataset, seed=cfg.seed)
-        if tracker.record is not None:
-            tracker.record.crops = data.store.kind  # task=xai, which the last lines offer, takes grey crops only
         set_seed(cfg.seed)
         model = _model(cfg, data, source)
         if source is not None:

@@ -26,14 +26,12 @@ NEXT_STEPS = {
     "ssl": (("fine-tune", "task=classify backbone.init_from={ref}"), ("embed for MIL", "experiment=clanet ckpt={ref}")),
     "mil": (("evaluate", "task=mil task.fit=false ckpt={ref}"),),
 }
-# the crops task=xai explains (tasks.checks.GREY); a run on others is not offered `explain`
-EXPLAINABLE_CROPS = "1 channel of uint8"
 
 
 @dataclass
 class RunRecord:
     """Where a run is recorded (no run id, experiment or store with `logger=none`), and what its follow-ups need:
-    the run's own command-line overrides and, once its data is loaded, the kind of its crops."""
+    the run's own command-line overrides."""
 
     task: str
     run_dir: Path
@@ -44,7 +42,6 @@ class RunRecord:
         None  # the store `python -m cellexp.commands.compare` and `cellexp.commands.runs` read by default
     )
     overrides: tuple[str, ...] = ()
-    crops: str | None = None
     experiment_id: str | None = None
 
     def where(self) -> str:
@@ -74,8 +71,6 @@ def next_steps(record: RunRecord) -> list[tuple[str, str]]:
     ref = record.run_id if record.run_id and default_store else str(record.run_dir)
     steps = []
     for what, args in NEXT_STEPS.get(record.task, ()):
-        if what == "explain" and record.crops not in (None, EXPLAINABLE_CROPS):
-            continue  # task=xai takes grey 8-bit crops only
         carried = carried_overrides(record.overrides, what)
         steps.append((what, " ".join([python(), "train.py", args.format(ref=ref), *map(shlex.quote, carried)])))
     if record.run_id:
