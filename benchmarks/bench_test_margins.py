@@ -107,9 +107,10 @@ def embeddings(workdir: Path, overrides: tuple[str, ...]) -> dict:
     """The training and test embeddings of the run `overrides` make, trained once per workdir (the other heads'
     checks of the seed reuse it)."""
     folder = workdir / "runs" / f"backbone-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:12]}" / "run"
+    data = workdir / "heads-data"  # BACKBONE_RUN's data have more images per line than the other checks' (same seeds)
     if not (folder / "checkpoints" / "best").is_dir():
-        cellexp.run(compose_cfg([*overrides, "logger=none"], folder, workdir / "data"))
-    return embed_splits(folder, workdir / "data", [o for o in overrides if o.startswith("dataset.")])
+        cellexp.run(compose_cfg([*overrides, "logger=none"], folder, data))
+    return embed_splits(folder, data, [o for o in overrides if o.startswith("dataset.")])
 
 
 def measure(workdir: Path, key: str, check: Check, seed: int, extra: list[str]) -> float:
