@@ -7,11 +7,13 @@ A test runs one seed (seed=0 on generated data seed 0); this reruns the same run
 (tests/conftest.py's compose_cfg, the test module's own overrides), with seed and dataset.generate.seed set to each
 of --seeds, and prints per check: the metric's mean, its standard deviation over seeds, and (mean - bar) / sd, the
 margin of one run in seed-to-seed standard deviations. A check under 3 is a coin flip waiting to happen: fix the
-data or the test, not the bar. Paired checks (a regularised run against the plain one of the same seed) take the
-difference per seed. Extra arguments are Hydra overrides added to every run (to try a fix before the test takes it).
+data or the test, not the bar. Extra arguments are Hydra overrides added to every run (to try a fix before the test
+takes it).
 
 Not covered: tests/test_predict.py's accuracy of a trained model on a newly segmented plate (its matching of cells
-lives in the test), and tests/test_mil.py's acceptance test, which benchmarks/bench_mil_margin.py measures.
+lives in the test), and tests/test_mil.py's acceptance test, which benchmarks/bench_mil_margin.py measures. No test
+asserts the Grad-CAMO regulariser's gain over a plain run (within its noise: docs/tasks/camo.md); bench_camo.py
+measures the penalties at scale.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -34,25 +36,21 @@ sys.path.insert(0, str(ROOT))
 import cellexp  # noqa: E402
 from cellexp.tracking.session import RUN_ID_FILE  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-from tests.test_camo import CAMO_RUN  # noqa: E402
-from tests.test_classify import BACKBONE_RUN, embed_splits, head_score  # noqa: E402
+from tests.test_classify import BACKBONE_RUN, CHANCE, embed_splits, head_score, split_balanced_accuracy  # noqa: E402
 
 HEADS = ("elegans", "ba", "er", "ws", "mlp", "linear", "elegans_published", "mlp_published")
 
 
 @dataclass(frozen=True)
 class Check:
-    """One assertion of a test: `metric` of the run made by `overrides` (minus that of `baseline`'s run, when
-    given) must reach `bar`."""
+    """One assertion of a test: `metric` of the run made by `overrides` must reach `bar`."""
 
     test: str
     overrides: tuple[str, ...]
     metric: str
     bar: float
-    baseline: tuple[str, ...] | None = None
-    per_seed: tuple[str, ...] = field(default=())  # overrides with {seed} filled in
     # every head's test: this head trained on the embeddings of a BACKBONE_RUN trained once per seed (not a run of
-    # `overrides`)
+    # `overrides`); "backbone": that run's own test balanced accuracy
     head: str | None = None
 
 
@@ -61,7 +59,14 @@ CHECKS = {
         "test_classify.py::test_trains_above_chance_and_records_everything_in_mlflow",
         ("trainer.max_epochs=4", "task.batch_metrics=16"),
         "test/balanced_accuracy",
+        CHANCE,
+    ),
+    "classify/trained": Check(
+        "test_classify.py::test_a_classifier_trained_longer_learns_well_above_chance",
+        BACKBONE_RUN,
+        "test balanced accuracy",
         0.4,
+        head="backbone",
     ),
     **{
         f"heads/{head}": Check(
@@ -73,14 +78,6 @@ CHECKS = {
         )
         for head in HEADS
     },
-    "camo": Check(
-        "test_camo.py::test_a_regularised_run_looks_more_at_the_cells_than_the_plain_run_of_the_same_seed",
-        (*CAMO_RUN, "task.camo.weight=5.0"),
-        "val/gradcamo_mean",
-        0.03,
-        baseline=(*CAMO_RUN, "task.camo.weight=0.0"),
-        per_seed=("dataset.root=${{paths.data_dir}}/synthetic_confounded/seed{seed}",),
-    ),
 }
 
 
@@ -102,26 +99,33 @@ def run_metric(workdir: Path, name: str, overrides: list[str], metric: str) -> f
     return MlflowClient(uri).get_run(run_id).data.metrics[metric]
 
 
+HEADS_DATA_DIR = "heads-data"  # BACKBONE_RUN's data have more images per line than the other checks' (same seeds)
+
+
+def backbone(workdir: Path, overrides: tuple[str, ...]) -> Path:
+    """The folder of the run `overrides` make, trained once per workdir (every check of the seed that reads it
+    reuses it)."""
+    folder = workdir / "runs" / f"backbone-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:12]}" / "run"
+    if not (folder / "checkpoints" / "best").is_dir():
+        cellexp.run(compose_cfg([*overrides, "logger=none"], folder, workdir / HEADS_DATA_DIR))
+    return folder
+
+
 @functools.cache
 def embeddings(workdir: Path, overrides: tuple[str, ...]) -> dict:
-    """The training and test embeddings of the run `overrides` make, trained once per workdir (the other heads'
-    checks of the seed reuse it)."""
-    folder = workdir / "runs" / f"backbone-{hashlib.sha1(' '.join(overrides).encode()).hexdigest()[:12]}" / "run"
-    data = workdir / "heads-data"  # BACKBONE_RUN's data have more images per line than the other checks' (same seeds)
-    if not (folder / "checkpoints" / "best").is_dir():
-        cellexp.run(compose_cfg([*overrides, "logger=none"], folder, data))
-    return embed_splits(folder, data, [o for o in overrides if o.startswith("dataset.")])
+    """The training and test embeddings of the backbone run `overrides` make."""
+    folder = backbone(workdir, overrides)
+    return embed_splits(folder, workdir / HEADS_DATA_DIR, [o for o in overrides if o.startswith("dataset.")])
 
 
 def measure(workdir: Path, key: str, check: Check, seed: int, extra: list[str]) -> float:
-    seeded = [f"seed={seed}", f"dataset.generate.seed={seed}", *(o.format(seed=seed) for o in check.per_seed), *extra]
+    seeded = [f"seed={seed}", f"dataset.generate.seed={seed}", *extra]
+    if check.head == "backbone":
+        return split_balanced_accuracy(backbone(workdir, (*check.overrides, *seeded)))
     if check.head is not None:
         return head_score(check.head, embeddings(workdir, (*check.overrides, *seeded)))
     slug = key.replace("/", "-")
-    value = run_metric(workdir, f"{slug}-seed{seed}", [*check.overrides, *seeded], check.metric)
-    if check.baseline is not None:
-        value -= run_metric(workdir, f"{slug}-baseline-seed{seed}", [*check.baseline, *seeded], check.metric)
-    return value
+    return run_metric(workdir, f"{slug}-seed{seed}", [*check.overrides, *seeded], check.metric)
 
 
 def main() -> None:
@@ -141,7 +145,7 @@ def main() -> None:
         margin = (mean - check.bar) / sd if sd > 0 else float("inf")
         rows.append((key, mean, sd, check.bar, margin))
         print(
-            f"{key}: {check.metric}{' gain' if check.baseline else ''} per seed "
+            f"{key}: {check.metric} per seed "
             + " ".join(f"{v:.3f}" for v in values)
             + f"; mean {mean:.3f}, sd {sd:.3f}, bar {check.bar:g}, margin {margin:.1f} sd"
             + f"  ({time.perf_counter() - start:.0f} s; {check.test})",

@@ -158,20 +158,25 @@ CAMO_RUN = [
 ]
 
 
+# The regularised run's gain over the plain run of the same seed is not asserted: over seeds 0-4 it was +0.025 in
+# val/gradcamo_mean (sd 0.016; weight 20, 8 epochs, lr 3e-3, layer1 or signed maps: +0.02 to +0.06, sd 0.02-0.06),
+# within the seeds' noise, so a bar on it would be a coin flip (docs/tasks/camo.md, "What the test asserts").
 @pytest.mark.slow
-def test_a_regularised_run_looks_more_at_the_cells_than_the_plain_run_of_the_same_seed(make_cfg):
+def test_a_regularised_run_and_a_plain_one_report_grad_camo_every_epoch(make_cfg):
     values = {}
     for weight in (0.0, 5.0):
         cfg = make_cfg([*CAMO_RUN, f"task.camo.weight={weight}"], run_name=f"camo{weight}")
         cellexp.run(cfg)
         run = tracked_run(cfg)
-        history = MlflowClient(cfg.logger.tracking_uri).get_metric_history(run.info.run_id, "val/gradcamo_mean")
-        assert len(history) == 3 and all(np.isfinite(m.value) for m in history)
-        values[weight] = run.data.metrics
-    plain, regularised = values[0.0], values[5.0]
-    assert "train/camo_loss" in regularised and "train/camo_loss" not in plain
-    assert regularised["val/gradcamo_mean"] > plain["val/gradcamo_mean"] + 0.03  # 0.199 against 0.154
-    assert 0 <= regularised["test/gradcamo_frac_above_0.5"] <= 1
+        client = MlflowClient(cfg.logger.tracking_uri)
+        history = client.get_metric_history(run.info.run_id, "val/gradcamo_mean")
+        assert [m.step for m in history] == [1, 2, 3] and all(0 <= m.value <= 1 for m in history)
+        values[weight] = run.data.metrics, client.get_metric_history(run.info.run_id, "train/camo_loss")
+    (plain, plain_loss), (regularised, penalty) = values[0.0], values[5.0]
+    assert not plain_loss and "train/camo_loss" not in plain  # weight 0 measures Grad-CAMO and trains without it
+    assert [m.step for m in penalty] == [1, 2, 3] and all(0 <= m.value <= 1 for m in penalty)  # 1 - share
+    for metrics in (plain, regularised):
+        assert 0 <= metrics["test/gradcamo_mean"] <= 1 and 0 <= metrics["test/gradcamo_frac_above_0.5"] <= 1
 
 
 def test_camo_on_black_background_crops_warns_and_bad_weights_are_refused(make_cfg, caplog):
