@@ -40,9 +40,24 @@ TINY_MODEL = [
 TINY = [*TINY_MODEL, "dataset.generate.images_per_line={train:3,val:1,test:1}"]
 
 
-# The modules that take longest, longest first: the workers (pytest -n) are handed modules in collection order, so one
-# of these collected last would run alone at the end while the other workers wait.
-LONG_POLES = ("test_mil.py", "test_ssl.py", "test_follow_ups.py")
+# The modules that take longest, longest first (worker seconds in the whole suite, 2 workers on 2 cores, 2026-12-07:
+# 148, 146, 108, 102, 91, 79, 66, 59, 54, 53, 50, 43, 40): the workers (pytest -n, --no-loadscope-reorder) are handed
+# modules in collection order, so one of these collected last would run alone at the end while the other waits.
+LONG_POLES = (
+    "test_follow_ups.py",
+    "test_sweeps.py",
+    "test_classify.py",
+    "test_distributed.py",
+    "test_tuning.py",
+    "test_mil.py",
+    "test_ssl.py",
+    "test_xai.py",
+    "test_interrupts.py",
+    "test_docs.py",
+    "test_faults.py",
+    "test_imports.py",
+    "test_xai_channels.py",
+)
 
 
 def pytest_collection_modifyitems(items) -> None:
