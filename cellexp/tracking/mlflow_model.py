@@ -88,7 +88,7 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], exampl
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([ColSpec("string", "predicted"), *(ColSpec("float", f"p_{name}") for name in class_names)]),
     )
-    with _quiet():
+    with _quiet(), _no_mismatch_check():
         info = retrying(
             mlflow.pyfunc.log_model,
             name=ARTIFACT_PATH,
@@ -99,6 +99,25 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], exampl
         )
     shutil.rmtree(staging)
     _share_weights(info.model_id, best)
+
+
+@contextmanager
+def _no_mismatch_check():
+    """MLflow checks the pip requirements it is given against this environment by mapping every installed
+    distribution to its modules: 2.3 s of the first model a process logs, on 2 cores. Ours are pinned to the
+    installed versions (_requirements), so that check cannot find a mismatch: it is skipped while logging (where
+    MLflow names it elsewhere, it runs). Loading a model elsewhere still checks it there."""
+    from mlflow.utils import environment
+
+    checked = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if checked is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = checked
 
 
 def _share_weights(model_id: str, best: Path) -> None:
