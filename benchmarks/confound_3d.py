@@ -70,7 +70,7 @@ def trained(args, folder: Path, data_dir: Path, seed: int, data: list[str], mode
     """The model's test balanced accuracy, training it unless --reuse finds its finished folder."""
     finished = folder / "train.log"
     if args.reuse and (folder / "profiles" / "quality.json").is_file() and finished.is_file():
-        return test_accuracy(finished.read_text())
+        return balanced_accuracy_on_test(finished.read_text())
     training = [f"seed={seed}", "trainer.early_stopping=null"]
     if model == "dino":
         pretrained = folder.with_name(folder.name + "-ssl")
@@ -82,10 +82,11 @@ def trained(args, folder: Path, data_dir: Path, seed: int, data: list[str], mode
         ]
     else:
         training.append(f"trainer.max_epochs={args.epochs}")
-    return test_accuracy(train_py(args, folder, data_dir, *data, "head=linear", *training))
+    return balanced_accuracy_on_test(train_py(args, folder, data_dir, *data, "head=linear", *training))
 
 
-def test_accuracy(log: str) -> float:
+def balanced_accuracy_on_test(log: str) -> float:
+    """What a classify run's `test:` log line reports (logger=none leaves no MLflow run to read it from)."""
     return float(re.search(r"test/balanced_accuracy ([0-9.]+)", log).group(1))
 
 
