@@ -4,7 +4,7 @@ baselines a reviewer asks for and the oracle, over seeds.
     python benchmarks/bench_camo.py [--seeds 0 1 2] [--epochs 10] [--variants plain gradcam ...]
         [--workdir /tmp/cellexp-camo] [--backbone test_resnet] [--layer backbone.layer2] [--steps 10]
         [--limit N] [--images-per-line 6 2 2] [--image-size 64] [--gradcam-weight 5] [--input-gradients-weight W]
-        [--swap-weight 5]
+        [--swap-weight 5] [--confound 12]
 
 The data (experiment=camo_regularised) hide a background grating outside the cells whose orientation names the
 cell line in train and val and is drawn at random in test, beside debris whose density follows the line in every
@@ -72,6 +72,7 @@ def common(args, seed: int) -> list[str]:
     ipl = args.images_per_line
     return [
         "experiment=camo_regularised",
+        f"dataset.generate.confound={args.confound}",
         f"backbone={args.backbone}",
         "head=linear",
         "trainer.cpu=true",
@@ -148,6 +149,7 @@ def main() -> int:
     parser.add_argument("--gradcam-weight", type=float, default=1.0)
     parser.add_argument("--input-gradients-weight", type=float, default=1.0)
     parser.add_argument("--swap-weight", type=float, default=1.0)
+    parser.add_argument("--confound", type=float, default=12.0, help="the grating's amplitude (grey levels)")
     parser.add_argument("--backbone", default="test_resnet")
     parser.add_argument("--image-size", type=int, default=32, help="dataset.image_size (the crops are 64 px)")
     parser.add_argument("--layer", default="backbone.layer1", help="task.camo.layer: test_resnet's 8x8 map at 32 px")
