@@ -105,8 +105,8 @@ def log_classifier(best: Path, config_file: Path, class_names: list[str], exampl
 def _no_mismatch_check():
     """MLflow checks the pip requirements it is given against this environment by mapping every installed
     distribution to its modules: 2.3 s of the first model a process logs, on 2 cores. Ours are pinned to the
-    installed versions (_requirements), so that check cannot find a mismatch: it is skipped while logging (where
-    MLflow names it elsewhere, it runs). Loading a model elsewhere still checks it there."""
+    installed versions (_requirements), so that check cannot find a mismatch: it is skipped while logging and put
+    back after (a MLflow without that function skips nothing). Loading a model elsewhere still checks there."""
     from mlflow.utils import environment
 
     checked = getattr(environment, "warn_dependency_requirement_mismatches", None)
